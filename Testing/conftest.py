@@ -1,0 +1,34 @@
+"""Shared pytest fixtures: where the real data lives, and small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    env = os.environ.get("XVR_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder (``../shared/data`` beside the clone, or ``$XVR_SHARED_DATA``)."""
+    path = _shared_data_dir()
+    if not (path / "open").is_dir():
+        pytest.fail(f"real test data not found at {path}; set XVR_SHARED_DATA to the shared/data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pelvis_ct_path(shared_data: Path) -> Path:
+    return shared_data / "open" / "ct" / "pelvis_vhf" / "pelvis_ct_vhf_1mm.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def head_ct_path(shared_data: Path) -> Path:
+    return shared_data / "open" / "ct" / "head_skull_dbdicom" / "head_ct.nii.gz"

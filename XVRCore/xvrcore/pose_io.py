@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,15 @@ def pose_to_dict(pose: CameraPose, handedness: str | None = None) -> dict[str, A
     return out
 
 
+def dumps_compact(data: Any) -> str:
+    """JSON with two-space indentation but each innermost list of numbers on one line (matrix rows)."""
+    text = json.dumps(data, indent=2)
+    return re.sub(r"\[\s+([-\d.eE+,\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text) + "\n"
+
+
 def write_pose_json(path: str | Path, pose: CameraPose, handedness: str | None = None) -> Path:
     path = Path(path)
-    atomic_write_text(path, json.dumps(pose_to_dict(pose, handedness), indent=2) + "\n")
+    atomic_write_text(path, dumps_compact(pose_to_dict(pose, handedness)))
     return path
 
 

@@ -97,6 +97,25 @@ def call_name(node: ast.Call) -> str:
     return dotted(node.func).rsplit(".", 1)[-1]
 
 
+def source_files(directory: Path) -> list[Path]:
+    """Files of the source tree below ``directory``: what git tracks or would track.
+
+    Build products beside the sources (``pip install -e`` writes ``*.egg-info`` into XVRCore/,
+    Python writes ``__pycache__``) are ignored by .gitignore and are not part of the module.
+    """
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", str(directory)],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        ).stdout
+        return [REPO / line for line in out.splitlines() if (REPO / line).is_file()]
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout: skip the usual build products
+        return [
+            p for p in directory.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and not any(part.endswith(".egg-info") for part in p.parts)
+        ]
+
+
 def walk_import_time(node: ast.AST):
     """Like ast.walk, but skips function bodies: yields what runs when the module is imported."""
     yield node
@@ -565,12 +584,8 @@ def test_module_cmakelists_files_exist(module):
     listed = installed_files(module)
     on_disk = {
         str(p.relative_to(directory))
-        for p in directory.rglob("*")
-        if p.is_file()
-        and "__pycache__" not in p.parts
-        and p.suffix != ".pyc"
-        and p.parts[len(directory.parts)] != "Testing"
-        and p.name != "CMakeLists.txt"
+        for p in source_files(directory)
+        if p.parts[len(directory.parts)] != "Testing" and p.name != "CMakeLists.txt"
     }
     assert not on_disk - listed, f"{module}: files not packaged by CMakeLists.txt: {sorted(on_disk - listed)}"
     # Testing subdirectories

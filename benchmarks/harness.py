@@ -172,7 +172,7 @@ def run_isolated(target: str, kwargs: dict | None = None, *, python: str | None 
             right before the call (after importing the module).
         kwargs: JSON-serialisable keyword arguments.
         python: interpreter of the child (default ``sys.executable``), e.g.
-            ``"/work/benchvenv/bin/python"``.
+            the benchmark environment's python.
         sys_path: directories prepended to the child's ``sys.path`` (default: this file's directory
             and its parent, so both ``"competitors:bench"`` and ``"benchmarks.competitors:bench"``
             resolve).
@@ -281,59 +281,3 @@ def run_isolated(target: str, kwargs: dict | None = None, *, python: str | None 
             raise IsolatedRunError(full, kind, rc, err_tail, info)
         return {"ok": False, "error": msg, "error_kind": kind, "returncode": rc, "stderr_tail": err_tail,
                 **info}
-
-
-# --------------------------------------------------------------------------------------------------
-# Reference demo (DiffDRR 0.6.1 / nanodrr 0.1.7 on CPU, 128x128)
-
-DEMO_GEOMETRY = dict(ct_path="/work/shared/data/open/ct/pelvis_vhf/pelvis_ct_vhf_1mm.nii.gz",
-                     sdd=1020.0, height=128, delx=2.1764375, rot=[0.0, 0.0, 0.0], xyz=[0.0, 850.0, 0.0],
-                     n_threads=2)
-
-
-def demo(python: str = "/work/benchvenv/bin/python", min_seconds: float = 3.0, siddon_limit_mb=None) -> list:
-    rows = []
-    plan = [
-        ("diffdrr_trilinear", 1, "forward"), ("diffdrr_trilinear", 8, "forward"),
-        ("diffdrr_trilinear", 1, "forward_backward"), ("diffdrr_trilinear", 8, "forward_backward"),
-        ("nanodrr", 1, "forward"), ("nanodrr", 8, "forward"),
-        ("nanodrr", 1, "forward_backward"), ("nanodrr", 8, "forward_backward"),
-    ]
-    for comp, b, mode in plan:
-        r = run_isolated("competitors:bench", dict(DEMO_GEOMETRY, competitor=comp, batch_size=b, mode=mode,
-                                                   min_seconds=min_seconds, warmup=1),
-                         python=python, n_threads=2, raise_on_error=False)
-        rows.append(r)
-        _print_row(r, comp, b, mode)
-    for comp, limit in (("nanodrr", None), ("diffdrr_siddon", siddon_limit_mb)):
-        r = run_isolated("competitors:bench", dict(DEMO_GEOMETRY, competitor=comp, batch_size=32, mode="forward",
-                                                   min_seconds=0.0, warmup=0),
-                         python=python, n_threads=2, max_rss_mb=limit, raise_on_error=False)
-        rows.append(r)
-        _print_row(r, comp, 32, "forward (1 call, memory)")
-    return rows
-
-
-def _print_row(r: dict, comp: str, b: int, mode: str) -> None:
-    if r.get("ok"):
-        print(f"{comp:18s} B={b:<3d} {mode:26s} {r['images_per_s']:8.3f} img/s  "
-              f"{r['seconds_per_call']:7.3f} s/call  n={r['n_calls']:<3d} "
-              f"extra_peak={r['extra_peak_mb']:8.1f} MiB  (baseline {r['baseline_rss_mb']:.0f} MiB, "
-              f"monitor {r['monitor_peak_rss_mb']:.0f} MiB)", flush=True)
-    else:
-        print(f"{comp:18s} B={b:<3d} {mode:26s} FAILED [{r['error_kind']}] {r['error']}", flush=True)
-
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["demo"])
-    ap.add_argument("--python", default="/work/benchvenv/bin/python")
-    ap.add_argument("--min-seconds", type=float, default=3.0)
-    ap.add_argument("--siddon-limit-mb", type=float, default=None)
-    ap.add_argument("--json", default=None, help="write all rows to this JSON file")
-    a = ap.parse_args()
-    rows = demo(a.python, a.min_seconds, a.siddon_limit_mb)
-    if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=1, default=str))

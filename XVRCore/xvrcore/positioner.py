@@ -62,9 +62,23 @@ from .rotations import euler_to_matrix, make_rigid
 
 #: PatientPosition defined terms (PS3.3 C.7.3.1.1.2).
 PATIENT_POSITIONS = (
-    "HFP", "HFS", "HFDR", "HFDL", "FFDR", "FFDL", "FFP", "FFS",
-    "LFP", "LFS", "RFP", "RFS", "AFDR", "AFDL", "PFDR", "PFDL",
-)  # fmt: skip
+    "HFP",
+    "HFS",
+    "HFDR",
+    "HFDL",
+    "FFDR",
+    "FFDL",
+    "FFP",
+    "FFS",
+    "LFP",
+    "LFS",
+    "RFP",
+    "RFS",
+    "AFDR",
+    "AFDL",
+    "PFDR",
+    "PFDL",
+)
 
 ANGLE_FRAMES = ("patient", "equipment")
 
@@ -102,7 +116,9 @@ def _check_position(patient_position: str | None, angles: str) -> str:
         raise ValueError(f"angles must be 'patient' or 'equipment', got {angles!r}")
     pos = "HFS" if patient_position in (None, "") else str(patient_position).strip().upper()
     if pos not in PATIENT_POSITIONS:
-        raise ValueError(f"unknown PatientPosition {patient_position!r}; expected one of {', '.join(PATIENT_POSITIONS)}")
+        raise ValueError(
+            f"unknown PatientPosition {patient_position!r}; expected one of {', '.join(PATIENT_POSITIONS)}"
+        )
     if angles == "equipment" and pos not in _PATIENT_IN_EQUIPMENT:
         raise ValueError(
             f"PatientPosition {pos} (patient across the table) is not supported with angles='equipment'; "
@@ -187,16 +203,26 @@ def positioner_from_pose(
     if angles == "equipment":
         rot = _patient_in_equipment(pos, rot.dtype, rot.device) @ rot
         source = _patient_in_equipment(pos, rot.dtype, rot.device) @ source
-        iso = torch.zeros(3, dtype=torch.float64) if isocenter is None else torch.as_tensor(isocenter, dtype=torch.float64)
+        iso = (
+            torch.zeros(3, dtype=torch.float64)
+            if isocenter is None
+            else torch.as_tensor(isocenter, dtype=torch.float64)
+        )
         iso = _patient_in_equipment(pos, rot.dtype, rot.device) @ iso
     else:
-        iso = torch.zeros(3, dtype=torch.float64) if isocenter is None else torch.as_tensor(isocenter, dtype=torch.float64)
+        iso = (
+            torch.zeros(3, dtype=torch.float64)
+            if isocenter is None
+            else torch.as_tensor(isocenter, dtype=torch.float64)
+        )
     d = rot[:, 2]
     secondary = math.degrees(math.asin(max(-1.0, min(1.0, float(d[2])))))
     if math.hypot(float(d[0]), float(d[1])) > 1e-9:
-        primary = math.degrees(math.atan2(-float(d[0]), float(d[1])))
+        primary = math.degrees(math.atan2(-float(d[0]), float(d[1]))) + 0.0
     else:  # beam along the long axis: the longitude is the one that leaves no roll
         primary = math.degrees(math.atan2(float(rot[1, 0]), float(rot[0, 0])))
+    if primary <= -180.0 + 1e-9:  # report the range (-180, 180]
+        primary += 360.0
     nominal = nominal_rotation(primary, secondary)
     rel = nominal.T @ rot  # a rotation about the beam if the beam matches
     roll = math.degrees(math.atan2(float(rel[1, 0]), float(rel[0, 0])))
@@ -252,6 +278,11 @@ def pose_from_xray(xray, isocenter_ras=None, *, angles: str = "patient", dtype=t
             "(give them as overrides when reading the image)"
         )
     return pose_from_positioner(
-        xray.primary_angle, xray.secondary_angle, xray.sod, isocenter_ras, xray.patient_position or "HFS",
-        angles=angles, dtype=dtype,
-    )  # fmt: skip
+        xray.primary_angle,
+        xray.secondary_angle,
+        xray.sod,
+        isocenter_ras,
+        xray.patient_position or "HFS",
+        angles=angles,
+        dtype=dtype,
+    )

@@ -1,0 +1,220 @@
+"""Intensity-based 2D/3D registration: refine a C-arm pose by differentiable DRR rendering.
+
+The xvr paper's test-time optimisation (Methods M.6), made faster and more robust:
+
+* **Similarity**: the paper's mean of multiscale NCC (global + 9×9 patches) and gradient NCC
+  (11×11 patches), restricted to the exposed pixels (collimator and shutters masked out).
+* **Coarse to fine**: the X-ray is area-downsampled (its intrinsics rescaled exactly) and the
+  renderer picks the matching volume pyramid level, so early stages are cheap and smooth.
+* **Pose parameters**: a rotation about the target's centre and a translation, both expressed in
+  the camera axes of the stage's starting pose, so Adam's per-coordinate steps separate the
+  in-plane motion from the poorly constrained depth (Fig. S3).
+* **Schedule**: Adam with separate rotation/translation steps; the steps drop on plateaus and a
+  stage ends after a set number of drops, a budget of iterations, or a time budget; each stage
+  keeps its best pose.
+* **Stages' similarity**: coarse stages weigh the smooth global NCC more; the final stages use
+  the paper's 50/50 objective, whose gradient-NCC half pins the depth.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .geometry import Intrinsics
+from .metrics import registration_similarity
+from .renderer import DRRVolume, render
+from .rotations import axis_angle_to_matrix, make_rigid
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One resolution of the coarse-to-fine schedule."""
+
+    scale: float  # X-ray downsampling factor (1 = native pixels)
+    iterations: int
+    lr_rotation: float  # radians per step
+    lr_translation: float  # mm per step
+    similarity_weight: float = 0.5  # weight of multiscale NCC; the rest is gradient NCC
+
+
+DEFAULT_STAGES = (
+    Stage(8.0, 120, 2e-2, 4.0, 0.8),
+    Stage(4.0, 120, 1e-2, 2.0, 0.5),
+    Stage(2.0, 80, 4e-3, 0.8, 0.5),
+)
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    stages: tuple[Stage, ...] = DEFAULT_STAGES
+    patience: int = 8  # iterations without relative improvement > threshold before the steps drop
+    threshold: float = 1e-4
+    reduce_factor: float = 0.3
+    max_reductions: int = 2  # a stage ends after this many drops
+    min_pixels: int = 24  # the coarsest image keeps at least this many pixels per side
+    method: str = "trilinear"
+    time_budget_s: float | None = None
+
+
+@dataclass
+class StageLog:
+    scale: float
+    size: tuple[int, int]
+    iterations: int
+    similarity: float
+    seconds: float
+
+
+@dataclass
+class RegistrationResult:
+    camera_to_world: torch.Tensor  # (4, 4) float64, the refined pose
+    initial_camera_to_world: torch.Tensor
+    similarity: float  # final objective (paper's 50/50 mix) at the finest stage
+    initial_similarity: float
+    stages: list[StageLog] = field(default_factory=list)
+    seconds: float = 0.0
+    trajectory: list[dict] = field(default_factory=list)
+
+
+def downsample(image: torch.Tensor, intrinsics: Intrinsics, scale: float, min_pixels: int = 24):
+    """Area-average an image by ``scale``; returns it with the matching intrinsics."""
+    h, w = image.shape[-2:]
+    size = (max(min_pixels, round(h / scale)), max(min_pixels, round(w / scale)))
+    size = (min(size[0], h), min(size[1], w))
+    if size == (h, w):
+        return image, intrinsics
+    small = F.interpolate(image.reshape(1, -1, h, w), size=size, mode="area").reshape(*image.shape[:-2], *size)
+    return small, intrinsics.resized(size[1], size[0])
+
+
+def _downsample_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    frac = F.interpolate(mask.reshape(1, 1, *mask.shape[-2:]).float(), size=size, mode="area")[0, 0]
+    return (frac > 0.999).float()  # only pixels fully inside the exposed field
+
+
+class PoseUpdate(torch.nn.Module):
+    """A pose near ``base``: rotation ``ω`` about ``center`` and translation ``δ``, in the base's camera axes."""
+
+    def __init__(self, base: torch.Tensor, center: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("base", base.to(torch.float64))
+        self.register_buffer("center", center.to(torch.float64))
+        self.rotation = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+        self.translation = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+
+    def forward(self) -> torch.Tensor:
+        axes = self.base[:3, :3]
+        rot = axis_angle_to_matrix(axes @ self.rotation)
+        delta = axes @ self.translation
+        pivot = rot @ (self.base[:3, 3] - self.center) + self.center + delta
+        return make_rigid(rot @ axes, pivot)
+
+
+def _similarity(drr: torch.Tensor, xray: torch.Tensor, mask, weight: float) -> torch.Tensor:
+    return registration_similarity(drr, xray, mask, weight)[0]
+
+
+def register(
+    volume: DRRVolume,
+    xray: torch.Tensor,
+    intrinsics: Intrinsics,
+    initial_camera_to_world: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    center: torch.Tensor | None = None,
+    settings: RegistrationSettings = RegistrationSettings(),
+    progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RegistrationResult:
+    """Refine ``initial_camera_to_world`` so the DRR of ``volume`` matches ``xray``.
+
+    Args:
+        xray: ``(H, W)`` line-integral-like image (dense = high) on the grid of ``intrinsics``.
+        mask: ``(H, W)``, 1 where the pixel shows anatomy (not collimator/shutter).
+        center: rotation centre (world mm); the volume centre by default.
+        progress: called with a dict after each iteration (stage, iteration, similarity, …).
+        should_stop: polled every iteration; True ends the registration with the best pose so far.
+    """
+    t_start = time.perf_counter()
+    xray = torch.as_tensor(xray, dtype=volume.dtype, device=volume.device)
+    if mask is not None:
+        mask = torch.as_tensor(mask, device=volume.device)
+    pose = torch.as_tensor(initial_camera_to_world, dtype=torch.float64).reshape(4, 4).to(volume.device)
+    center = (volume.center if center is None else torch.as_tensor(center, dtype=torch.float64)).to(volume.device)
+    result = RegistrationResult(pose.clone(), pose.clone(), math.nan, math.nan)
+    for index, stage in enumerate(settings.stages):
+        image, k = downsample(xray, intrinsics, stage.scale, settings.min_pixels)
+        stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
+        t_stage = time.perf_counter()
+        pose, best, iterations = _run_stage(volume, image, k, stage_mask, pose, center, stage, settings, index,
+                                            result, progress, should_stop, t_start)
+        result.stages.append(StageLog(stage.scale, tuple(image.shape[-2:]), iterations, best, time.perf_counter() - t_stage))
+        if _out_of_time(settings, t_start) or (should_stop is not None and should_stop()):
+            break
+    final_weight = settings.stages[-1].similarity_weight
+    result.camera_to_world = pose.detach()
+    result.similarity = _final_similarity(volume, xray, intrinsics, mask, pose, settings, final_weight)
+    result.initial_similarity = _final_similarity(volume, xray, intrinsics, mask, result.initial_camera_to_world,
+                                                  settings, final_weight)
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _out_of_time(settings: RegistrationSettings, t_start: float) -> bool:
+    return settings.time_budget_s is not None and time.perf_counter() - t_start > settings.time_budget_s
+
+
+def _final_similarity(volume, xray, intrinsics, mask, pose, settings, weight) -> float:
+    """Similarity at the finest stage's resolution (the one the result is judged by)."""
+    image, k = downsample(xray, intrinsics, settings.stages[-1].scale, settings.min_pixels)
+    stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
+    with torch.no_grad():
+        drr = render(volume, pose.to(volume.dtype), k, method=settings.method)
+        return float(_similarity(drr, image, stage_mask, weight))
+
+
+def _run_stage(volume, image, k, mask, pose, center, stage, settings, index, result, progress, should_stop, t_start):
+    update = PoseUpdate(pose, center)
+    optimizer = torch.optim.Adam(
+        [{"params": [update.rotation], "lr": stage.lr_rotation}, {"params": [update.translation], "lr": stage.lr_translation}],
+        maximize=True,
+    )
+    best_value, best_pose = -math.inf, pose
+    plateau_best, stale, reductions, iteration = -math.inf, 0, 0, 0
+    for iteration in range(1, stage.iterations + 1):
+        optimizer.zero_grad()
+        current = update()
+        drr = render(volume, current.to(volume.dtype), k, method=settings.method)
+        value = _similarity(drr, image, mask, stage.similarity_weight)
+        value.backward()
+        v = float(value)
+        if v > best_value:
+            best_value, best_pose = v, current.detach()
+        optimizer.step()
+        result.trajectory.append({"stage": index, "iteration": iteration, "similarity": v})
+        if progress is not None:
+            progress({"stage": index, "stages": len(settings.stages), "iteration": iteration,
+                      "iterations": stage.iterations, "similarity": v, "best": best_value})
+        # Plateau detection (relative improvement), as ReduceLROnPlateau(mode="max").
+        if v > plateau_best + settings.threshold * abs(plateau_best if math.isfinite(plateau_best) else 1.0):
+            plateau_best, stale = v, 0
+        else:
+            stale += 1
+        if stale > settings.patience:
+            reductions += 1
+            stale = 0
+            if reductions > settings.max_reductions:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] *= settings.reduce_factor
+        if _out_of_time(settings, t_start) or (should_stop is not None and should_stop()):
+            break
+    return best_pose, best_value, iteration

@@ -195,7 +195,7 @@ def _run_stage(volume, image, k, mask, pose, center, stage, settings, index, res
         drr = render(volume, current.to(volume.dtype), k, method=settings.method)
         value = _similarity(drr, image, mask, stage.similarity_weight)
         value.backward()
-        v = float(value)
+        v = float(value.detach())
         if v > best_value:
             best_value, best_pose = v, current.detach()
         optimizer.step()

@@ -481,7 +481,7 @@ def _header_spacing(ds, modality: str, rows: int, cols: int, frame: int, sdd, so
     fov_raw = _find(ds, "FieldOfViewDimensions", frame)
     ips, ps = _valid_spacing(ips_raw), _valid_spacing(ps_raw)
     if ips is not None:
-        if ps is not None and max(abs(a / b - 1) for a, b in zip(ps, ips)) > 0.01:
+        if ps is not None and max(abs(a / b - 1) for a, b in zip(ps, ips, strict=True)) > 0.01:
             warnings.append(
                 f"PixelSpacing {_shown(ps_raw)} differs from ImagerPixelSpacing {_shown(ips_raw)} (calibrated to "
                 "the patient plane); the detector spacing ImagerPixelSpacing is used"
@@ -613,7 +613,7 @@ def _geometry(
     if overrides.pixel_spacing is not None:
         if (
             spacing is not None
-            and max(abs(a / b - 1) for a, b in zip(overrides.pixel_spacing, spacing)) > 1e-6
+            and max(abs(a / b - 1) for a, b in zip(overrides.pixel_spacing, spacing, strict=True)) > 1e-6
         ):
             warnings.append(
                 f"pixel spacing {overrides.pixel_spacing} mm from the override replaces {spacing} from {spacing_src}"

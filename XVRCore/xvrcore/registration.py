@@ -36,17 +36,19 @@ from .rotations import axis_angle_to_matrix, make_rigid
 class Stage:
     """One resolution of the coarse-to-fine schedule."""
 
-    scale: float  # X-ray downsampling factor (1 = native pixels)
+    size: int  # the X-ray is area-downsampled so its longer side has about this many pixels (never upsampled)
     iterations: int
     lr_rotation: float  # radians per step
     lr_translation: float  # mm per step
     similarity_weight: float = 0.5  # weight of multiscale NCC; the rest is gradient NCC
 
 
+# Sizes rather than factors: the cost and the capture range of a stage depend on its pixel count,
+# whatever the detector; a 128² X-ray is refined at native resolution, a 1024² one at 1/6.
 DEFAULT_STAGES = (
-    Stage(8.0, 120, 2e-2, 4.0, 0.8),
-    Stage(4.0, 120, 1e-2, 2.0, 0.5),
-    Stage(2.0, 80, 4e-3, 0.8, 0.5),
+    Stage(40, 120, 2e-2, 4.0, 0.8),
+    Stage(80, 120, 1e-2, 2.0, 0.5),
+    Stage(160, 80, 4e-3, 0.8, 0.5),
 )
 
 
@@ -57,14 +59,12 @@ class RegistrationSettings:
     threshold: float = 1e-4
     reduce_factor: float = 0.3
     max_reductions: int = 2  # a stage ends after this many drops
-    min_pixels: int = 24  # the coarsest image keeps at least this many pixels per side
     method: str = "trilinear"
     time_budget_s: float | None = None
 
 
 @dataclass
 class StageLog:
-    scale: float
     size: tuple[int, int]
     iterations: int
     similarity: float
@@ -82,11 +82,14 @@ class RegistrationResult:
     trajectory: list[dict] = field(default_factory=list)
 
 
-def downsample(image: torch.Tensor, intrinsics: Intrinsics, scale: float, min_pixels: int = 24):
-    """Area-average an image by ``scale``; returns it with the matching intrinsics."""
+def downsample(image: torch.Tensor, intrinsics: Intrinsics, longer_side: int):
+    """Area-average an image so its longer side has ``longer_side`` pixels (or keep it if smaller).
+
+    Returns the image with the matching intrinsics.
+    """
     h, w = image.shape[-2:]
-    size = (max(min_pixels, round(h / scale)), max(min_pixels, round(w / scale)))
-    size = (min(size[0], h), min(size[1], w))
+    scale = max(1.0, max(h, w) / longer_side)
+    size = (max(1, round(h / scale)), max(1, round(w / scale)))
     if size == (h, w):
         return image, intrinsics
     small = F.interpolate(image.reshape(1, -1, h, w), size=size, mode="area").reshape(*image.shape[:-2], *size)
@@ -151,12 +154,12 @@ def register(
     center = (volume.center if center is None else torch.as_tensor(center, dtype=torch.float64)).to(volume.device)
     result = RegistrationResult(pose.clone(), pose.clone(), math.nan, math.nan)
     for index, stage in enumerate(settings.stages):
-        image, k = downsample(xray, intrinsics, stage.scale, settings.min_pixels)
+        image, k = downsample(xray, intrinsics, stage.size)
         stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
         t_stage = time.perf_counter()
         pose, best, iterations = _run_stage(volume, image, k, stage_mask, pose, center, stage, settings, index,
                                             result, progress, should_stop, t_start)
-        result.stages.append(StageLog(stage.scale, tuple(image.shape[-2:]), iterations, best, time.perf_counter() - t_stage))
+        result.stages.append(StageLog(tuple(image.shape[-2:]), iterations, best, time.perf_counter() - t_stage))
         if _out_of_time(settings, t_start) or (should_stop is not None and should_stop()):
             break
     final_weight = settings.stages[-1].similarity_weight
@@ -174,7 +177,7 @@ def _out_of_time(settings: RegistrationSettings, t_start: float) -> bool:
 
 def _final_similarity(volume, xray, intrinsics, mask, pose, settings, weight) -> float:
     """Similarity at the finest stage's resolution (the one the result is judged by)."""
-    image, k = downsample(xray, intrinsics, settings.stages[-1].scale, settings.min_pixels)
+    image, k = downsample(xray, intrinsics, settings.stages[-1].size)
     stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
     with torch.no_grad():
         drr = render(volume, pose.to(volume.dtype), k, method=settings.method)

@@ -130,7 +130,7 @@ def test_registration_recovers_the_true_pose_from_the_header_start(first_run, xr
         assert _mtre(points, true, result.camera_to_world) < 1.0
         sim = result.extra["similarity"]
         assert sim["final"] > sim["initial"]
-        assert result.extra["quality"]["passed"] and result.extra["quality"]["calibrated"] is False
+        assert result.extra["quality"]["passed"] and result.extra["quality"]["p_submillimetre"] > 0.5
 
 
 def test_result_json_contents_and_projection_of_a_known_point(first_run, xrays, torso):

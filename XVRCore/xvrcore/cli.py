@@ -181,7 +181,7 @@ def _training_config(args: argparse.Namespace):
         iterations=args.iterations, minutes=args.minutes if args.minutes is not None or args.iterations else 5.0,
         batch_size=args.batch_size, lr=args.lr, warmup_iterations=args.warmup, image_size=args.image_size,
         width=args.width, architecture=args.architecture, parameterization=args.parameterization,
-        device=args.device, seed=args.seed, validate_every=args.validate_every,
+        device=args.device, threads=args.threads, seed=args.seed, validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every, resume=args.resume,
         progress_bar=not (args.progress_json or args.quiet),
     )
@@ -192,7 +192,9 @@ def _train(args: argparse.Namespace) -> int:
     from .training import train
 
     config = _training_config(args)
-    token = CancelToken(args.cancel_file or Path(args.output) / "CANCEL", handle_signals=True)
+    cancel_file = Path(args.cancel_file or Path(args.output) / "CANCEL")
+    cancel_file.unlink(missing_ok=True)  # a request from before this run started is stale
+    token = CancelToken(cancel_file, handle_signals=True)
     progress = (lambda event: emit(**event)) if args.progress_json else None
     result = train(config, progress=progress, should_stop=token)
     if not args.progress_json:
@@ -253,6 +255,7 @@ def _add_train(sub) -> None:
     train.add_argument("--parameterization", default="quaternion_adjugate",
                        choices=["quaternion_adjugate", "rotation_6d", "rotation_9d", "rotation_10d", "quaternion", "axis_angle", "euler_angles"])
     train.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    train.add_argument("--threads", type=int, help="CPU threads (default: all cores; use fewer when cores are busy)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--validate-every", type=int, default=200, help="iterations between validations")
     train.add_argument("--checkpoint-every", type=int, default=500, help="iterations between checkpoints")
@@ -279,6 +282,39 @@ def _add_model(sub) -> None:
     info = msub.add_parser("info", help="print a model's metadata")
     info.add_argument("model")
     info.set_defaults(func=_model_info)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .evaluate import EvaluationConfig, run_evaluation, table
+
+    config = EvaluationConfig(volume=args.volume, output=args.output, preset=args.preset, n=args.n, labels=args.labels,
+                              structures=tuple(args.structures or ()), seed=args.seed, pixels=args.pixels)
+    with tqdm(total=args.n, desc="xvrcore evaluate", unit="X-ray", disable=args.quiet) as bar:
+        def progress(done: int, total: int, record: dict) -> None:
+            final = record["perturbed"]["final"]["mtre_mm"], record["header"]["final"]["mtre_mm"]
+            bar.set_postfix_str(f"last mTRE {final[0]:.2f} / {final[1]:.2f} mm (perturbed / header start)")
+            bar.update(1)
+
+        summary = run_evaluation(config, progress=progress)
+    print(table(summary))
+    print(f"results, table and plot in {Path(args.output).resolve()}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    ev = sub.add_parser("evaluate", help="accuracy harness: synthetic X-ray DICOMs of a CT, registered and scored")
+    ev.add_argument("--volume", required=True, help="CT (NIfTI, NRRD, MHA or a DICOM folder)")
+    ev.add_argument("--labels", help="label map: register on --structures only")
+    ev.add_argument("--structures", type=int, nargs="*")
+    ev.add_argument("--preset", choices=["pelvis", "neuro", "skull"], default="pelvis")
+    ev.add_argument("--n", type=int, default=20, help="number of synthetic X-rays (default: %(default)s)")
+    ev.add_argument("--pixels", type=int, help="detector pixels per side (default: the preset's)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--output", required=True, help="output folder (re-running resumes)")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--output", required=True, help="PNG to write (a pose JSON is written beside it)")
     render.set_defaults(func=_render)
     _add_register_parser(sub)
+    _add_evaluate(sub)
     _add_train(sub)
     _add_model(sub)
     return parser

@@ -75,6 +75,7 @@ class EvaluationConfig:
     n_targets: int = 30
     translation_range: tuple[float, float] = (20.0, 40.0)
     max_rotation_deg: float = 10.0
+    pixels: int | None = None  # detector pixels per side instead of the preset's (same field of view)
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -207,8 +208,9 @@ class Evaluation:
         self.exact = DRRVolume.from_volume(mu, dtype=torch.float64)  # for synthesis only
         self.volume = DRRVolume.from_volume(mu)
         self.targets = target_points(mu, config.n_targets, np.random.default_rng(config.seed))
-        self.detector = Detector(self.preset.sdd, self.preset.pixels, self.preset.pixels, self.preset.pixel_spacing,
-                                 self.preset.pixel_spacing)
+        pixels = config.pixels or self.preset.pixels
+        spacing = self.preset.pixel_spacing * self.preset.pixels / pixels
+        self.detector = Detector(self.preset.sdd, pixels, pixels, spacing, spacing)
 
     def _synthesise(self, index: int, rng: np.random.Generator) -> tuple[Path, torch.Tensor]:
         dicom = self.out / "xrays" / f"xray_{index:03d}.dcm"

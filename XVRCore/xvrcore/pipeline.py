@@ -7,7 +7,7 @@ by intensity-based registration on the exposed pixels, and write, atomically:
 
 * ``DIR/<stem>.json``: the pose in the shared result format (:mod:`xvrcore.pose_io`) plus the
   software version, timings, initial and final similarity, the start used, a summary of the
-  X-ray geometry, warnings and a ``quality`` entry (:func:`quality_from_similarity`);
+  X-ray geometry, warnings and a ``quality`` entry (:func:`xvrcore.quality.assess`);
 * ``DIR/<stem>.tfm``: the pose for 3D Slicer (:mod:`xvrcore.transforms`: TransformToParent =
   camera → world);
 * ``DIR/<stem>_overlay.png`` and ``DIR/<stem>_checkerboard.png``: the QA pictures
@@ -27,7 +27,6 @@ events (:func:`xvrcore.jobs.emit`): ``run_start``, ``input_start``, ``progress``
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from .landmarks import read_landmarks, solve_pnp
 from .overlay import checkerboard_picture, overlay_picture, read_label_names, structure_masks
 from .pose_io import PoseFileError, camera_pose, read_pose_json, write_pose_json
 from .positioner import pose_from_xray
+from .quality import assess
 from .registration import RegistrationResult, RegistrationSettings, register
 from .renderer import DRRVolume, render
 from .transforms import write_pose_transform
@@ -62,13 +62,11 @@ __all__ = [
     "collect_inputs",
     "output_paths",
     "prepare_volume",
-    "quality_from_similarity",
     "register_inputs",
 ]
 
 INIT_METHODS = ("dicom", "pose", "landmarks")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_PASS_SIMILARITY = 0.5  # uncalibrated, see quality_from_similarity
 _EVENT_INTERVAL_S = 0.25  # at most this often a "progress" event / callback within an input
 
 
@@ -140,17 +138,6 @@ class RunSummary:
         line = (f"registered {self.count('done')}, skipped {self.count('skipped')} (already done), "
                 f"failed {self.count('failed')} of {len(self.outcomes)} in {self.seconds:.1f} s")
         return line + (" — cancelled; run again to resume" if self.cancelled else "")
-
-
-def quality_from_similarity(similarity: float) -> dict[str, Any]:
-    """PLACEHOLDER hook, **uncalibrated**: the pass flag is ``similarity ≥ 0.5``.
-
-    Another engineer calibrates this (similarity → probability of a sub-millimetre result); until
-    then the threshold is a guess and ``calibrated`` says so.
-    """
-    ok = bool(math.isfinite(similarity) and similarity >= _PASS_SIMILARITY)
-    return {"similarity": similarity, "passed": ok, "threshold": _PASS_SIMILARITY, "calibrated": False,
-            "hook": "quality_from_similarity"}
 
 
 # ---- inputs and outputs ------------------------------------------------------------------------------
@@ -345,7 +332,7 @@ def _write_outputs(paths, xray: XrayImage, prepared: PreparedVolume, pose: torch
     silhouettes = structure_masks(prepared.outlines, pose.numpy(), intrinsics)
     passed = extra["quality"]["passed"]
     text = [f"similarity {result.similarity:.3f} (start {result.initial_similarity:.3f})",
-            f"quality: {'pass' if passed else 'CHECK'} (uncalibrated)", f"start: {extra['initialization']['method']}"]
+            f"quality: {'pass' if passed else 'CHECK'} (P(<1 mm) {extra['quality']['p_submillimetre']:.2f})", f"start: {extra['initialization']['method']}"]
     save_png(paths["overlay"], overlay_picture(xray.pixels, drr, mask=xray.mask, structures=silhouettes,
                                                names=prepared.names, colors=prepared.colors, text=text))
     save_png(paths["checkerboard"], checkerboard_picture(xray.pixels, drr, mask=xray.mask))
@@ -404,7 +391,7 @@ def _register_one(path: Path, index: int, options: PipelineOptions, prepared: Pr
         "initialization": info,
         "similarity": {"initial": result.initial_similarity, "final": result.similarity,
                        "measure": _similarity_measure(options.settings)},
-        "quality": quality_from_similarity(result.similarity),
+        "quality": assess(result.similarity),
         "registration": {"stages": _stage_logs(result), "seconds": round(result.seconds, 3),
                          "device": str(device)},
         "xray_geometry": _geometry_summary(xray),

@@ -53,8 +53,26 @@ DEFAULT_STAGES = (
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """A coarse grid search around the start before the gradient stages (widens the capture range).
+
+    Candidates combine in-plane shifts on a square grid, depth shifts and rotations about the
+    beam, all in the start pose's camera axes; they are scored at the first stage's resolution
+    in batches (a few hundred 40-pixel DRRs cost well under a second) and the best one starts
+    the refinement.
+    """
+
+    translation_mm: float = 40.0
+    step_mm: float = 10.0
+    depth_mm: tuple[float, ...] = (-30.0, 0.0, 30.0)
+    roll_deg: tuple[float, ...] = (-8.0, 0.0, 8.0)
+    batch: int = 64
+
+
+@dataclass(frozen=True)
 class RegistrationSettings:
     stages: tuple[Stage, ...] = DEFAULT_STAGES
+    search: SearchSettings | None = SearchSettings()
     patience: int = 8  # iterations without relative improvement > threshold before the steps drop
     threshold: float = 1e-4
     reduce_factor: float = 0.3
@@ -103,8 +121,20 @@ def _downsample_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.
     return (frac > 0.999).float()  # only pixels fully inside the exposed field
 
 
+def updated_pose(base: torch.Tensor, center: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """``base`` turned by ``rotation`` (axis-angle) about ``center`` and moved by ``translation`` (mm).
+
+    Both are expressed in the base pose's camera axes (x, y in the image plane, z along the beam);
+    batched over their leading dimensions.
+    """
+    axes = base[:3, :3]
+    rot = axis_angle_to_matrix(rotation @ axes.T)
+    moved = (rot @ (base[:3, 3] - center)[..., None])[..., 0] + center + translation @ axes.T
+    return make_rigid(rot @ axes, moved)
+
+
 class PoseUpdate(torch.nn.Module):
-    """A pose near ``base``: rotation ``ω`` about ``center`` and translation ``δ``, in the base's camera axes."""
+    """The differentiable :func:`updated_pose` of one base pose, with zero-initialised parameters."""
 
     def __init__(self, base: torch.Tensor, center: torch.Tensor) -> None:
         super().__init__()
@@ -114,11 +144,7 @@ class PoseUpdate(torch.nn.Module):
         self.translation = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
 
     def forward(self) -> torch.Tensor:
-        axes = self.base[:3, :3]
-        rot = axis_angle_to_matrix(axes @ self.rotation)
-        delta = axes @ self.translation
-        pivot = rot @ (self.base[:3, 3] - self.center) + self.center + delta
-        return make_rigid(rot @ axes, pivot)
+        return updated_pose(self.base, self.center, self.rotation, self.translation)
 
 
 def _similarity(drr: torch.Tensor, xray: torch.Tensor, mask, weight: float) -> torch.Tensor:
@@ -153,6 +179,8 @@ def register(
     pose = torch.as_tensor(initial_camera_to_world, dtype=torch.float64).reshape(4, 4).to(volume.device)
     center = (volume.center if center is None else torch.as_tensor(center, dtype=torch.float64)).to(volume.device)
     result = RegistrationResult(pose.clone(), pose.clone(), math.nan, math.nan)
+    if settings.search is not None:
+        pose = _search(volume, xray, intrinsics, mask, pose, center, settings)
     for index, stage in enumerate(settings.stages):
         image, k = downsample(xray, intrinsics, stage.size)
         stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
@@ -169,6 +197,27 @@ def register(
                                                   settings, final_weight)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _search(volume, xray, intrinsics, mask, pose, center, settings: RegistrationSettings) -> torch.Tensor:
+    """The best-scoring candidate of the coarse grid around ``pose`` (``pose`` itself included)."""
+    search, stage = settings.search, settings.stages[0]
+    image, k = downsample(xray, intrinsics, stage.size)
+    stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
+    offsets = torch.arange(-search.translation_mm, search.translation_mm + 1e-9, search.step_mm, dtype=torch.float64)
+    grid = torch.cartesian_prod(offsets, offsets, torch.tensor(search.depth_mm, dtype=torch.float64),
+                                torch.tensor(search.roll_deg, dtype=torch.float64))
+    translations = grid[:, :3]
+    rotations = torch.zeros_like(translations)
+    rotations[:, 2] = torch.deg2rad(grid[:, 3])
+    candidates = updated_pose(pose, center, rotations, translations)
+    scores = []
+    with torch.no_grad():
+        for chunk in candidates.split(search.batch):
+            drr = render(volume, chunk.to(volume.dtype), k, method=settings.method)
+            scores.append(registration_similarity(drr, image, stage_mask, stage.similarity_weight))
+    best = torch.cat(scores).argmax()
+    return candidates[best]
 
 
 def _out_of_time(settings: RegistrationSettings, t_start: float) -> bool:

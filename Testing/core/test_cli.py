@@ -15,7 +15,7 @@ from xvrcore.pose_io import read_pose_json
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory, pelvis_ct_path):
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--output", str(out), "--ct", str(pelvis_ct_path), "--size", "160", "--quiet"]) == 0
+    assert main(["demo", "--output", str(out), "--ct", str(pelvis_ct_path), "--size", "160", "--quiet", "--no-registration"]) == 0
     return out
 
 
@@ -61,3 +61,14 @@ def test_clear_errors_for_bad_inputs(tmp_path, capsys):
     bad = tmp_path / "pose.json"
     bad.write_text("{}")
     assert main(["render", "--volume", str(tmp_path / "missing.nii.gz"), "--pose", str(bad), "--output", str(tmp_path / "y.png")]) == 2
+
+
+@pytest.mark.slow
+def test_demo_main_job_registers_the_simulated_xray(tmp_path, pelvis_ct_path, capsys):
+    assert main(["demo", "--output", str(tmp_path), "--ct", str(pelvis_ct_path), "--size", "96", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    final = float(out.split("after refinement")[0].split(",")[-1].strip().split()[0])
+    assert final < 1.0, out
+    for name in ("xray/pelvis_xray.dcm", "registration/pelvis_xray.json", "registration/pelvis_xray.tfm",
+                 "registration/pelvis_xray_overlay.png"):
+        assert (tmp_path / name).stat().st_size > 0

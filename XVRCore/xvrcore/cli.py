@@ -14,10 +14,17 @@ _EXPECTED_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    summary = run_demo(args.output, args.ct, size=args.size, method=args.method, progress=not args.quiet)
-    print(f"wrote {len(summary['files'])} files to {Path(args.output).resolve()}:")
+    summary = run_demo(args.output, args.ct, size=args.size, method=args.method, progress=not args.quiet,
+                       register_xray=not args.no_registration)
+    out = Path(args.output).resolve()
+    print(f"wrote {len(summary['files'])} files to {out}:")
     for path in summary["files"]:
-        print(f"  {Path(path).name}")
+        print(f"  {Path(path).resolve().relative_to(out)}")
+    if "registration" in summary:
+        reg = summary["registration"]
+        print(f"registered the simulated X-ray from its DICOM header: mTRE {reg['initial_mtre_mm']:.1f} mm at the start, "
+              f"{reg['final_mtre_mm']:.2f} mm after refinement (quality: {'pass' if reg['quality']['passed'] else 'CHECK'}, "
+              f"P(<1 mm) = {reg['quality']['p_submillimetre']:.2f})")
     timings = ", ".join(f"{k} {v:.2f} s" for k, v in summary["timings_s"].items())
     print(f"timings: {timings}")
     return 0
@@ -328,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=384, help="detector columns (default: %(default)s)")
     demo.add_argument("--method", choices=["trilinear", "siddon"], default="trilinear")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--no-registration", action="store_true", help="only the DRR views (no X-ray registration)")
     demo.set_defaults(func=_demo)
 
     render = sub.add_parser("render", help="render one DRR of a volume at a pose")

@@ -195,10 +195,10 @@ def plot(records: list[dict], path: Path, title: str) -> Path:
 class Evaluation:
     """Runs (and resumes) one evaluation; see :func:`run_evaluation`."""
 
-    def __init__(self, config: EvaluationConfig, settings: RegistrationSettings = RegistrationSettings()) -> None:
+    def __init__(self, config: EvaluationConfig, settings: RegistrationSettings | None = None) -> None:
         if config.preset not in PRESETS:
             raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
-        self.config, self.settings, self.preset = config, settings, PRESETS[config.preset]
+        self.config, self.settings, self.preset = config, settings or RegistrationSettings(), PRESETS[config.preset]
         self.out = Path(config.output)
         ct = load_volume(config.volume)
         mu = to_attenuation(ct)
@@ -252,7 +252,7 @@ class Evaluation:
 
 def run_evaluation(
     config: EvaluationConfig,
-    settings: RegistrationSettings = RegistrationSettings(),
+    settings: RegistrationSettings | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> dict:
     """Evaluate, write ``results/``, ``summary.json``, ``summary.md`` and ``mtre_survival.png``; return the summary."""

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import Intrinsics
-from .io_utils import atomic_write_text
+from .io_utils import atomic_write_text, read_json
 
 __all__ = [
     "LandmarkError",
@@ -142,7 +142,7 @@ def _check_inputs(points_2d, points_3d) -> tuple[np.ndarray, np.ndarray]:
         raise LandmarkError(f"a pose needs at least {_MIN_POINTS} landmark pairs, got {len(p2)}")
     if not (np.isfinite(p2).all() and np.isfinite(p3).all()):
         raise LandmarkError("landmark coordinates must be finite numbers")
-    for pts, what, unit in ((p3, "CT", "mm"), (p2, "image", "px")):
+    for pts, what in ((p3, "CT"), (p2, "image")):
         d = np.linalg.norm(pts[:, None] - pts[None], axis=-1) + np.eye(len(pts)) * 1e300
         i, j = np.unravel_index(np.argmin(d), d.shape)
         if d[i, j] < 1e-6 * (1.0 + np.abs(pts).max()):
@@ -173,7 +173,7 @@ def _dlt(rays: np.ndarray, p3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t3 = _normalising(p3)
     x = np.c_[p3, np.ones(len(p3))] @ t3.T
     rows = []
-    for (u, v), xh in zip(rays, x):
+    for (u, v), xh in zip(rays, x, strict=True):
         rows.append(np.r_[xh, np.zeros(4), -u * xh])
         rows.append(np.r_[np.zeros(4), xh, -v * xh])
     _, _, vt = np.linalg.svd(np.asarray(rows))
@@ -224,7 +224,7 @@ def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     s = np.c_[src, np.ones(len(src))] @ ts.T
     d = np.c_[dst, np.ones(len(dst))] @ td.T
     rows = []
-    for (x, y, w), (u, v, _) in zip(s, d):
+    for (x, y, w), (u, v, _) in zip(s, d, strict=True):
         rows.append([x, y, w, 0, 0, 0, -u * x, -u * y, -u * w])
         rows.append([0, 0, 0, x, y, w, -v * x, -v * y, -v * w])
     _, _, vt = np.linalg.svd(np.asarray(rows))
@@ -271,7 +271,7 @@ def _refine(rot, t, p2, p3, k, max_iterations: int = 100) -> tuple[np.ndarray, n
     res = residual(rot, t)
     cost = float(res @ res)
     lam, iteration = 1e-3, 0
-    for iteration in range(1, max_iterations + 1):
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 (the count is returned)
         cam = p3 @ rot.T + t
         x, y, z = cam.T
         z = np.where(np.abs(z) < 1e-9, 1e-9, z)
@@ -361,12 +361,9 @@ def solve_pnp(points_2d, points_3d, intrinsics: Intrinsics, *, max_iterations: i
 
 
 def _markups_points(path: Path, labels: list[str] | None, source: str) -> np.ndarray:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LandmarkError(f"{source}: the markups file {path} was not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LandmarkError(f"{path}: not a readable Slicer markups JSON ({exc})") from None
+    if not path.exists():
+        raise LandmarkError(f"{source}: the markups file {path} was not found")
+    data = read_json(path, LandmarkError, "Slicer markups JSON")
     markups = data.get("markups") if isinstance(data, dict) else None
     if not markups:
         raise LandmarkError(f"{path}: no 'markups' list; expected a Slicer markups file (*.mrk.json)")
@@ -391,12 +388,7 @@ def _markups_points(path: Path, labels: list[str] | None, source: str) -> np.nda
 def read_landmarks(path: str | Path) -> Landmarks:
     """Read a landmarks JSON (see the module docstring)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LandmarkError(f"{path}: landmarks file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LandmarkError(f"{path}: not a readable JSON file ({exc})") from None
+    data = read_json(path, LandmarkError, "landmarks file")
     if not isinstance(data, dict) or "points_2d" not in data or "points_3d" not in data:
         raise LandmarkError(f"{path}: expected {{\"points_2d\": [[u, v], ...], \"points_3d\": [[x, y, z], ...]}}")
     labels = data.get("labels")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .geometry import Intrinsics
-from .io_utils import atomic_write_text
+from .io_utils import atomic_write_text, read_json
 
 FORMAT_NAME = "xvr-pose"
 FORMAT_VERSION = 1
@@ -182,12 +182,7 @@ def pose_from_dict(data: dict[str, Any], source: str = "pose JSON") -> CameraPos
 
 def read_pose_json(path: str | Path) -> CameraPose:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PoseFileError(f"{path}: file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PoseFileError(f"{path}: not a readable JSON file ({exc})") from None
+    data = read_json(path, PoseFileError, "pose JSON file")
     if isinstance(data, dict) and data.get("world_frame", "RAS") != "RAS":
         raise PoseFileError(f"{path}: world_frame must be 'RAS', got {data.get('world_frame')!r}")
     return pose_from_dict(data, str(path))

@@ -320,3 +320,41 @@ def test_cli_landmarks_start_end_to_end(torso, xrays, tmp_path, capsys):
     assert init["method"] == "landmarks" and init["points"] == 8 and init["rms_px"] < 1.5
     points = _bone_points(ct)
     assert _mtre(points, truth["view_a"], result.camera_to_world) < 1.0
+
+
+def _constant_network(folder, ct, camera_to_world):
+    """A model whose output ignores the image: it always predicts ``camera_to_world`` (known answer)."""
+    from xvrcore.carm import carm_parameters
+    from xvrcore.checkpoint import camera_metadata, save_model, volume_fingerprint
+    from xvrcore.network import ArchitectureSpec, InputSpec, PoseSpec
+    from xvrcore.rotations import euler_to_matrix
+
+    alpha, beta, gamma, x, y, z = carm_parameters(camera_to_world, "PA", torch.as_tensor(ct.center)).tolist()
+    arch = ArchitectureSpec("resnet18", 8)
+    model = arch.build(PoseSpec("quaternion_adjugate", "ZXY", "PA", (x, y, z), 1.0))
+    model.start_at(euler_to_matrix(torch.deg2rad(torch.tensor([alpha, beta, gamma], dtype=torch.float64)), "ZXY"))
+    with torch.no_grad():
+        model.regressor.rot_regression.weight.zero_()
+        model.regressor.xyz_regression.weight.zero_()
+    meta = {"architecture": arch.to_dict(), "camera": camera_metadata(1020.0, 64, 4.0, True),
+            "input": InputSpec().to_dict(), "training": {"kind": "patient-specific"},
+            "volume": {"sha256": volume_fingerprint(ct), "center": [float(v) for v in ct.center]}}
+    return save_model(folder, model, meta)
+
+
+def test_start_from_a_trained_network(torso, xrays, tmp_path):
+    _, ct, _ = torso
+    folder, truth = xrays
+    true = torch.as_tensor(truth["view_a"])
+    guess = true.clone()
+    guess[:3, 3] += guess[:3, :3] @ torch.tensor([12.0, -8.0, 25.0], dtype=torch.float64)  # network's error
+    model = _constant_network(tmp_path / "model", ct, guess)
+    summary = register_inputs([folder / "view_a.dcm"], _options(torso, tmp_path / "out", init="model", model=model))
+    assert summary.count("done") == 1
+    result = read_pose_json(tmp_path / "out" / "view_a.json")
+    start = np.asarray(result.extra["initialization"]["camera_to_world"])
+    assert result.extra["initialization"]["method"] == "model"
+    assert np.allclose(start, guess.numpy(), atol=1e-3)  # the network's prediction is the start
+    points = _bone_points(ct)
+    assert _mtre(points, truth["view_a"], start) > 10
+    assert _mtre(points, truth["view_a"], result.camera_to_world) < 1.0

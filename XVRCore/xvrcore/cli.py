@@ -118,7 +118,9 @@ def _register(args: argparse.Namespace) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     options = PipelineOptions(
         volume=args.volume, output=args.output, labels=args.labels, structures=args.structures,
-        label_names=args.label_names, init="pose" if args.init_pose else "landmarks" if args.landmarks else "dicom",
+        label_names=args.label_names,
+        init="pose" if args.init_pose else "landmarks" if args.landmarks else "model" if args.model else "dicom",
+        model=args.model, allow_other_volume=args.allow_other_volume,
         init_pose=args.init_pose, landmarks=args.landmarks, isocenter=args.isocenter, frame=args.frame,
         mask_frame=args.mask_frame, overrides=overrides, device=device, overwrite=args.overwrite,
     )
@@ -150,6 +152,9 @@ def _add_register_parser(sub) -> None:
     start.add_argument("--init-pose", metavar="POSE.json", help="start from a pose JSON (or a folder of <stem>.json)")
     start.add_argument("--landmarks", metavar="L.json",
                        help="start from 2D-3D landmarks (or a folder of <stem>.json)")
+    start.add_argument("--model", metavar="MODEL_DIR", help="start from a trained network's pose estimate (xvrcore train)")
+    reg.add_argument("--allow-other-volume", action="store_true",
+                        help="use a patient-specific model on a CT it was not trained on")
     reg.add_argument("--isocenter", type=float, nargs=3, metavar=("X", "Y", "Z"),
                      help="RAS mm the C-arm turns about (default: the volume centre)")
     reg.add_argument("--frame", type=_frame_arg, help="max, min, mean or a frame number (default: max over frames)")

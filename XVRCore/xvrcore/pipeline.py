@@ -65,7 +65,7 @@ __all__ = [
     "register_inputs",
 ]
 
-INIT_METHODS = ("dicom", "pose", "landmarks")
+INIT_METHODS = ("dicom", "pose", "landmarks", "model")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _EVENT_INTERVAL_S = 0.25  # at most this often a "progress" event / callback within an input
 
@@ -88,6 +88,8 @@ class PipelineOptions:
     mask_frame: int | None = None
     overrides: GeometryOverrides = field(default_factory=GeometryOverrides)
     settings: RegistrationSettings = field(default_factory=RegistrationSettings)
+    model: str | Path | None = None  # a trained model folder (init "model"), see xvrcore.training
+    allow_other_volume: bool = False  # use a patient-specific model on a CT it was not trained on
     device: str = "cpu"
     overwrite: bool = False  # re-register inputs that already have a valid result
 
@@ -102,6 +104,8 @@ class PreparedVolume:
     names: dict[int, str]
     colors: dict[int, tuple[int, int, int]]
     summary: dict[str, Any]
+    model: Any = None  # the loaded network for init "model"
+    frame: Any = None  # the CT's centre and fingerprint, for the network's pose
 
 
 @dataclass
@@ -224,7 +228,17 @@ def prepare_volume(options: PipelineOptions) -> PreparedVolume:
         summary.update(labels_file=Path(options.labels).name, structures=chosen,
                        registered_on="structures" if options.structures else "whole volume")
     drr = DRRVolume.from_volume(attenuation, device=options.device)
-    return PreparedVolume(drr, np.asarray(volume.center, dtype=np.float64), outlines, names, colors, summary)
+    prepared = PreparedVolume(drr, np.asarray(volume.center, dtype=np.float64), outlines, names, colors, summary)
+    if options.init == "model":
+        from .checkpoint import load_model
+        from .inference import VolumeFrame
+
+        if options.model is None:
+            raise ValueError("init 'model' needs a trained model folder (--model)")
+        prepared.model = load_model(options.model, options.device)
+        prepared.frame = VolumeFrame.from_volume(volume)
+        summary["model"] = Path(options.model).name
+    return prepared
 
 
 # ---- one input ------------------------------------------------------------------------------------------
@@ -294,6 +308,12 @@ def _initial_pose(xray: XrayImage, options: PipelineOptions, prepared: PreparedV
             warnings.append(f"the landmarks fit with {fit.rms_px:.1f} px RMS; check that each pair is the same point")
         info = {"method": "landmarks", "file": source.name, "points": len(marks.points_2d),
                 "rms_px": fit.rms_px, "start": fit.method}
+    elif options.init == "model":
+        from .inference import predict_pose
+
+        pose = predict_pose(prepared.model, xray.pixels, xray.mask, intrinsics, prepared.frame, device=options.device,
+                            allow_other_volume=options.allow_other_volume).cpu().numpy()
+        info = {"method": "model", "model": Path(options.model).name}
     else:
         raise ValueError(f"unknown initialisation {options.init!r}; expected one of {INIT_METHODS}")
     info["camera_to_world"] = np.asarray(pose).tolist()

@@ -120,3 +120,14 @@ def test_evaluation_harness_runs_scores_and_resumes(shared_data, tmp_path):
     record = json.loads(first.read_text())
     assert set(record) >= {"perturbed", "header", "dicom"}
     assert (tmp_path / "xrays" / "xray_000.dcm").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs wherever one is present)")
+def test_registration_runs_on_cuda(torso):
+    volume, center, targets = torso
+    cuda_volume = DRRVolume(volume.levels[0].data, volume.levels[0].ijk_to_world, device="cuda")
+    true = carm_pose(torch.tensor([10.0, -8.0, 3.0, 5.0, -800.0, -10.0], dtype=torch.float64), "PA", center)
+    xray, mask = _xray(volume, true)
+    start = perturb(true, center, np.random.default_rng(1), (20.0, 20.0), 5.0)
+    result = register(cuda_volume, xray.float(), DETECTOR.intrinsics(), start, mask=torch.as_tensor(mask), settings=FAST)
+    assert float(mtre(world_to_camera(true), world_to_camera(result.camera_to_world.cpu()), targets)) < 1.0

@@ -343,3 +343,22 @@ def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="affine"):
         DRRVolume(np.ones((4, 4, 4)), np.zeros((4, 4)))
     assert math.isfinite(float(render(DRRVolume(np.ones((4, 4, 4)), np.eye(4)), torch.eye(4), Intrinsics(1, 1, 0, 0, 2, 2)).sum()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs wherever one is present)")
+@pytest.mark.parametrize("method", ["trilinear", "siddon"])
+def test_cuda_matches_cpu_in_values_and_gradients(method):
+    affine = _oblique_affine((1.0, 1.2, 0.9), (3.0, -2.0, 10.0))
+    data = _small_smooth_volume().float()
+    k = Intrinsics(-150.0, 150.0, 7.5, 6.5, 16, 14)
+    out = {}
+    for device in ("cpu", "cuda"):
+        vol = DRRVolume(data, affine, device=device)
+        base = _look_at(vol.center.cpu(), 80.0, (0.2, 0.1, 0.3)).to(device)
+        twist = torch.zeros(6, dtype=D, device=device, requires_grad=True)
+        pose = make_rigid(axis_angle_to_matrix(twist[:3]) @ base[:3, :3], base[:3, 3] + twist[3:])
+        img = render(vol, pose.float(), k, method=method, level=0)
+        img.pow(2).sum().backward()
+        out[device] = (img.detach().cpu(), twist.grad.cpu())
+    assert torch.allclose(out["cpu"][0], out["cuda"][0], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(out["cpu"][1], out["cuda"][1], rtol=1e-3, atol=1e-4)

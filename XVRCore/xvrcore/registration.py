@@ -140,8 +140,8 @@ class PoseUpdate(torch.nn.Module):
         super().__init__()
         self.register_buffer("base", base.to(torch.float64))
         self.register_buffer("center", center.to(torch.float64))
-        self.rotation = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
-        self.translation = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+        self.rotation = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64, device=base.device))
+        self.translation = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64, device=base.device))
 
     def forward(self) -> torch.Tensor:
         return updated_pose(self.base, self.center, self.rotation, self.translation)
@@ -204,9 +204,10 @@ def _search(volume, xray, intrinsics, mask, pose, center, settings: Registration
     search, stage = settings.search, settings.stages[0]
     image, k = downsample(xray, intrinsics, stage.size)
     stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
-    offsets = torch.arange(-search.translation_mm, search.translation_mm + 1e-9, search.step_mm, dtype=torch.float64)
-    grid = torch.cartesian_prod(offsets, offsets, torch.tensor(search.depth_mm, dtype=torch.float64),
-                                torch.tensor(search.roll_deg, dtype=torch.float64))
+    as_tensor = {"dtype": torch.float64, "device": pose.device}
+    offsets = torch.arange(-search.translation_mm, search.translation_mm + 1e-9, search.step_mm, **as_tensor)
+    grid = torch.cartesian_prod(offsets, offsets, torch.tensor(search.depth_mm, **as_tensor),
+                                torch.tensor(search.roll_deg, **as_tensor))
     translations = grid[:, :3]
     rotations = torch.zeros_like(translations)
     rotations[:, 2] = torch.deg2rad(grid[:, 3])

@@ -90,9 +90,9 @@ def _downsample(level: VolumeLevel) -> VolumeLevel | None:
     for a in (0, 1, 2):  # F.pad order: last dim (i) first
         pad += [0, sizes[a] % 2 if halve[a] else 0]
     data = F.avg_pool3d(F.pad(level.data[None], pad)[0], kernel, kernel)
-    scale = torch.tensor([2.0 if h else 1.0 for h in halve], dtype=torch.float64)
-    shift = torch.tensor([0.5 if h else 0.0 for h in halve], dtype=torch.float64)
     affine = level.ijk_to_world.clone()
+    scale = torch.tensor([2.0 if h else 1.0 for h in halve], dtype=torch.float64, device=affine.device)
+    shift = torch.tensor([0.5 if h else 0.0 for h in halve], dtype=torch.float64, device=affine.device)
     affine[:3, 3] = affine[:3, 3] + affine[:3, :3] @ shift
     affine[:3, :3] = affine[:3, :3] * scale
     return VolumeLevel(data.contiguous(), affine)

@@ -764,3 +764,38 @@ def test_extension_catalog_entry():
     clauses = re.split(r"\s+or\s+", rule)
     assert all(re.fullmatch(r"Modality == '[A-Z]{2}'", c) for c in clauses), f"unexpected rule syntax: {rule}"
     assert {c[-3:-1] for c in clauses} == {"XA", "RF", "DX", "CR"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Logic/widget separation (the logic runs headless; see test_logic.py)
+
+
+@pytest.mark.parametrize("module", GUI_MODULES)
+def test_logic_never_touches_widgets(module):
+    """Logic and job classes use no widget (self.ui), no Qt and no slicer.mrmlScene: they take the nodes."""
+    tree = parse(module_script(module))
+    workers = [cls for name, cls in classes(tree).items() if name.endswith(("Logic", "Job"))]
+    assert any(cls.name == f"{module}Logic" for cls in workers)
+    for cls in workers:
+        for node in ast.walk(cls):
+            assert not (isinstance(node, ast.Attribute) and dotted(node) == "self.ui"), f"{cls.name} uses self.ui"
+            assert "qt" not in imported_roots(node), f"{cls.name} line {node.lineno} imports qt"
+            assert dotted(node) != "slicer.mrmlScene", f"{cls.name} line {getattr(node, 'lineno', '?')} uses slicer.mrmlScene"
+
+
+@pytest.mark.parametrize("module", GUI_MODULES)
+def test_qt_and_ctk_are_imported_inside_the_widget(module):
+    """Importing the module script needs no Qt: the logic can be used (and tested) with the MRML libraries."""
+    tree = parse(module_script(module))
+    for node in walk_import_time(tree):
+        assert not imported_roots(node) & {"qt", "ctk"}, f"{module}.py line {node.lineno}: import qt/ctk at import time"
+
+
+@pytest.mark.parametrize("module", GUI_MODULES)
+def test_background_jobs_are_polled_from_a_timer_not_waited_for(module):
+    """The widget polls its job from a QTimer; nothing in the widget blocks on a process."""
+    tree = parse(module_script(module))
+    widget = classes(tree)[f"{module}Widget"]
+    calls = {call_name(n) for n in ast.walk(widget) if isinstance(n, ast.Call)}
+    assert "QTimer" in calls and "poll" in calls
+    assert not calls & {"wait", "communicate", "run", "check_output", "logProcessOutput"}

@@ -129,7 +129,8 @@ def downsample(image: torch.Tensor, intrinsics: Intrinsics, longer_side: int):
     return small, intrinsics.resized(size[1], size[0])
 
 
-def _downsample_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+def downsample_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+    """An exposure mask on a coarser grid: 1 only where the whole coarse pixel was exposed."""
     if mask is None:
         return None
     frac = F.interpolate(mask.reshape(1, 1, *mask.shape[-2:]).float(), size=size, mode="area")[0, 0]
@@ -217,7 +218,7 @@ def _attempt(problem, start, search, settings, progress, should_stop, t_start) -
     pose = start if search is None else _search(volume, xray, intrinsics, mask, start, center, search, settings)
     for index, stage in enumerate(settings.stages):
         image, k = downsample(xray, intrinsics, stage.size)
-        stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
+        stage_mask = downsample_mask(mask, tuple(image.shape[-2:]))
         t_stage = time.perf_counter()
         pose, best, iterations = _run_stage(volume, image, k, stage_mask, pose, center, stage, settings, index,
                                             result, progress, should_stop, t_start)
@@ -233,7 +234,7 @@ def _search(volume, xray, intrinsics, mask, pose, center, search: SearchSettings
     """The best-scoring candidate of the coarse grid around ``pose`` (``pose`` itself included)."""
     stage = settings.stages[0]
     image, k = downsample(xray, intrinsics, stage.size)
-    stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
+    stage_mask = downsample_mask(mask, tuple(image.shape[-2:]))
     as_tensor = {"dtype": torch.float64, "device": pose.device}
     offsets = torch.arange(-search.translation_mm, search.translation_mm + 1e-9, search.step_mm, **as_tensor)
     tilts = torch.tensor(search.tilt_deg, **as_tensor)
@@ -259,7 +260,7 @@ def _final_similarity(volume, xray, intrinsics, mask, pose, settings) -> float:
     """Similarity at the finest stage's resolution and weighting (the one the result is judged by)."""
     weight = settings.stages[-1].similarity_weight
     image, k = downsample(xray, intrinsics, settings.stages[-1].size)
-    stage_mask = _downsample_mask(mask, tuple(image.shape[-2:]))
+    stage_mask = downsample_mask(mask, tuple(image.shape[-2:]))
     with torch.no_grad():
         drr = render(volume, pose.to(volume.dtype), k, method=settings.method)
         return float(_similarity(drr, image, stage_mask, weight))

@@ -1,0 +1,123 @@
+"""Helpers shared by the Slicer-side tests (imported by conftest.py and the test files)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+import unittest
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TORSO = Path("open") / "ct" / "torso_totalseg"
+
+
+def new_scene(cache_dir: Path):
+    """A scene wired like Slicer's application does: module logics, IO managers (for .mrb), colours."""
+    slicer = pytest.importorskip("slicer")
+    scene = slicer.vtkMRMLScene()
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    color_logic = app_logic.GetColorLogic()
+    color_logic.SetMRMLScene(scene)
+    color_logic.AddDefaultColorNodes()
+    app_logic.SetModuleLogic("Colors", color_logic)
+    logics = {}
+    for name, cls in [("SubjectHierarchy", "vtkSlicerSubjectHierarchyModuleLogic"), ("Markups", "vtkSlicerMarkupsLogic"),
+                      ("Segmentations", "vtkSlicerSegmentationsModuleLogic"), ("Volumes", "vtkSlicerVolumesLogic"),
+                      ("Transforms", "vtkSlicerTransformLogic"), ("Sequences", "vtkSlicerSequencesLogic")]:
+        logic = getattr(slicer, cls)()
+        logic.SetMRMLScene(scene)
+        logic.SetMRMLApplicationLogic(app_logic)
+        app_logic.SetModuleLogic(name, logic)
+        logics[name] = logic
+    remote = slicer.vtkMRMLRemoteIOLogic()
+    remote.SetMRMLScene(scene)
+    remote.SetMRMLApplicationLogic(app_logic)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    remote.GetCacheManager().SetRemoteCacheDirectory(str(cache_dir))
+    data_io = slicer.vtkDataIOManagerLogic()
+    data_io.SetMRMLScene(scene)
+    data_io.SetMRMLApplicationLogic(app_logic)
+    data_io.SetAndObserveDataIOManager(remote.GetDataIOManager())
+    remote.AddDataIOToScene()
+    scene._xvr_keep = (app_logic, logics, remote, data_io)  # the logics live as long as the scene
+    return scene
+
+
+# ---- the module scripts, importable without the Slicer application -----------------------------------------
+
+
+def _stub_application_modules() -> None:
+    slicer = pytest.importorskip("slicer")
+    if "slicer.ScriptedLoadableModule" in sys.modules:
+        return
+
+    base = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent):
+            self.parent = parent
+
+    class ScriptedLoadableModuleWidget:
+        def __init__(self, parent=None):
+            self.parent = parent
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self, parent=None):
+            self.moduleName = type(self).__name__.removesuffix("Logic")
+
+        def getParameterNode(self):  # pragma: no cover - the real one needs slicer.mrmlScene
+            raise NotImplementedError("parameter nodes need the Slicer application")
+
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        def delayDisplay(self, message, msec=0):
+            pass
+
+    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic,
+                ScriptedLoadableModuleTest):
+        setattr(base, cls.__name__, cls)
+
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls  # the fields stay plain class attributes (defaults)
+
+    class WithinRange:
+        def __init__(self, low, high):
+            self.low, self.high = low, high
+
+    wrapper.WithinRange = WithinRange
+    for name, module in (("ScriptedLoadableModule", base), ("i18n", i18n), ("parameterNodeWrapper", wrapper)):
+        sys.modules[f"slicer.{name}"] = module
+        setattr(slicer, name, module)
+
+
+def load_module_script(module: str):
+    """Import ``<module>/<module>.py`` as the Slicer application would (with the stubs above)."""
+    _stub_application_modules()
+    if module in sys.modules:
+        return sys.modules[module]
+    spec = importlib.util.spec_from_file_location(module, REPO / module / f"{module}.py")
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[module] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def true_pose(center, primary=20.0, secondary=-8.0, roll=2.0, offset=(4.0, -3.0), sod=650.0):
+    """A C-arm pose the DICOM header cannot express exactly (in-plane roll, isocentre off the ray)."""
+    import torch
+    from xvrcore.positioner import pose_from_positioner
+    from xvrcore.rotations import axis_angle_to_matrix
+
+    nominal = pose_from_positioner(primary, secondary, sod, torch.as_tensor(np.asarray(center, dtype=np.float64)))
+    pose = nominal.clone()
+    pose[:3, :3] = axis_angle_to_matrix(nominal[:3, 2] * np.deg2rad(roll)) @ nominal[:3, :3]
+    pose[:3, 3] = nominal[:3, 3] + nominal[:3, :3] @ torch.tensor([*offset, 0.0], dtype=torch.float64)
+    return pose

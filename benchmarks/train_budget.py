@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = the standard network)")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--output", required=True)
     parser.add_argument("--skip-training", action="store_true", help="evaluate the model already in OUTPUT/model")
     args = parser.parse_args(argv)
@@ -55,7 +57,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if not args.skip_training:
         result = train(TrainConfig(volumes=[str(ct_path)], output=str(out / "model"), preset="pelvis", minutes=args.minutes,
-                                   threads=args.threads, batch_size=args.batch_size, image_size=args.image_size))
+                                   threads=args.threads, batch_size=args.batch_size, image_size=args.image_size,
+                                   width=args.width, lr=args.lr))
         print(f"trained {result.iterations} iterations in {time.perf_counter() - t0:.0f} s", flush=True)
     model = load_model(out / "model")
     ct = load_volume(ct_path)

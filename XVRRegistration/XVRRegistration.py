@@ -1,11 +1,8 @@
 import enum
-import importlib.metadata
 import json
-import logging
 import os
 import pathlib
 import shutil
-import sys
 import time
 from typing import Annotated
 
@@ -27,12 +24,12 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from XVRCoreLib import slicersupport
 
 # torch and xvrcore are imported lazily, inside the methods that need them: importing this file must stay
 # cheap and must work before the dependencies are installed. qt is imported inside the widget's methods,
 # so that the logic can be imported (and tested) where only the MRML libraries exist.
 
-TORCH_VERSION_REQUIREMENT = ">=2.2"
 
 XVR_CITATION = (
     "Gopalakrishnan et al., Rapid patient-specific neural networks for intraoperative X-ray to volume "
@@ -720,10 +717,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def coreVersion() -> str:
-        """Version of the xvrcore library (importable because the XVRCore module's folder is on sys.path)."""
-        import xvrcore
-
-        return xvrcore.__version__
+        return slicersupport.core_version()
 
     @staticmethod
     def inputProblems(parameterNode) -> list:
@@ -749,60 +743,8 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         return problems
 
     def ensureDependencies(self) -> None:
-        """Install the Python packages that registration needs, asking the user first. Call on first use only.
-
-        torch comes from the PyTorch extension (PyTorchUtils picks the CUDA or CPU build); the other
-        runtime dependencies of xvrcore are listed in Resources/requirements.txt.
-        Raises RuntimeError if a package is missing and the user declines to install it.
-        """
-        from packaging.requirements import Requirement
-
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError as e:
-            message = _("This module requires the PyTorch extension; install it in the Extensions Manager.")
-            raise RuntimeError(message) from e
-        torchRequirement = Requirement("torch" + TORCH_VERSION_REQUIREMENT)
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            torch = torchLogic.installTorch(
-                askConfirmation=True, torchVersionRequirement=TORCH_VERSION_REQUIREMENT
-            )
-            if torch is None:
-                raise RuntimeError(_("PyTorch is required but was not installed."))
-        torchVersion = importlib.metadata.version("torch")
-        if not torchRequirement.specifier.contains(torchVersion, prereleases=True):
-            raise RuntimeError(
-                _(
-                    "PyTorch {installed} is installed but {required} is needed: update it in PyTorch Utils."
-                ).format(installed=torchVersion, required=str(torchRequirement))
-            )
-
-        requirementsPath = self.resourcePath("requirements.txt")
-        if hasattr(slicer, "packaging"):  # Slicer >= 5.11: checks, asks, installs and offers a restart
-            requirements = slicer.packaging.load_requirements(requirementsPath)
-            slicer.packaging.pip_ensure(requirements, requester="SlicerXVR")
-            return
-
-        with open(requirementsPath, encoding="utf-8") as f:
-            lines = [line.strip() for line in f]
-        missing = []
-        for requirement in [Requirement(line) for line in lines if line and not line.startswith(("#", "-"))]:
-            try:
-                installed = importlib.metadata.version(requirement.name)
-            except importlib.metadata.PackageNotFoundError:
-                installed = None
-            if installed is None or not requirement.specifier.contains(installed, prereleases=True):
-                missing.append(str(requirement))
-        if not missing:
-            return
-        if slicer.app.testingEnabled():
-            logging.warning(f"Not installing {missing} in testing mode")
-            return
-        message = _("SlicerXVR will now download and install these Python packages:")
-        if not slicer.util.confirmOkCancelDisplay(message + "\n" + "\n".join(missing)):
-            raise RuntimeError(_("Required Python packages were not installed."))
-        slicer.util.pip_install(missing)
+        """Install the Python packages this module needs, asking the user first. Call on first use only."""
+        slicersupport.ensure_dependencies(self.resourcePath("requirements.txt"))
 
     # -- X-ray nodes --------------------------------------------------------------------------------------------
 
@@ -1109,7 +1051,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
     def _displayGrid(self, xrayNode, maxSize=DISPLAY_SIZE):
         """The X-ray area-downsampled to the display grid, its mask and intrinsics."""
         import torch
-        from xvrcore.registration import downsample_mask, downsample
+        from xvrcore.registration import downsample, downsample_mask
 
         xray = self.xray(xrayNode)
         image, k = downsample(torch.as_tensor(xray.pixels), xray.intrinsics, maxSize)
@@ -1202,19 +1144,11 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def pythonExecutable() -> str:
-        """Slicer's Python (PythonSlicer) inside Slicer, else this interpreter."""
-        return shutil.which("PythonSlicer") or sys.executable
+        return slicersupport.python_executable()
 
     @staticmethod
     def processEnvironment(device: str = "auto") -> dict:
-        import xvrcore
-
-        coreParent = os.path.dirname(os.path.dirname(os.path.abspath(xvrcore.__file__)))
-        paths = [coreParent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
-        if device == "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        return env
+        return slicersupport.process_environment(device)
 
     @staticmethod
     def registrationCommand(python, xrayPaths, volumePath, outputDirectory, labelsPath=None, labelNamesPath=None,

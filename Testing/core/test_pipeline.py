@@ -358,3 +358,23 @@ def test_start_from_a_trained_network(torso, xrays, tmp_path):
     points = _bone_points(ct)
     assert _mtre(points, truth["view_a"], start) > 10
     assert _mtre(points, truth["view_a"], result.camera_to_world) < 1.0
+
+
+def test_cli_time_budget_cuts_refinement_short_and_still_writes_a_result(torso, xrays, tmp_path):
+    folder, _ = xrays
+    args = ["register", str(folder / "view_a.dcm"), "--volume", str(torso[0]), "--quiet", "--no-retry"]
+    assert main([*args, "--output", str(tmp_path / "full")]) == 0
+    assert main([*args, "--output", str(tmp_path / "cut"), "--time-budget", "0.01"]) == 0
+    full = json.loads((tmp_path / "full" / "view_a.json").read_text())["registration"]
+    cut = json.loads((tmp_path / "cut" / "view_a.json").read_text())["registration"]
+    # the budget is checked after every iteration: one iteration of the first stage, then the result
+    assert len(cut["stages"]) == 1 and cut["stages"][0]["iterations"] == 1
+    assert sum(s["iterations"] for s in full["stages"]) > 10
+
+
+def test_cli_refuses_a_non_positive_time_budget(torso, xrays, tmp_path, capsys):
+    folder, _ = xrays
+    with pytest.raises(SystemExit):
+        main(["register", str(folder / "view_a.dcm"), "--volume", str(torso[0]), "--output", str(tmp_path),
+              "--time-budget", "0"])
+    assert "positive number of seconds" in capsys.readouterr().err

@@ -1,8 +1,9 @@
-"""Command-line interface: ``xvrcore demo``, ``xvrcore render``, ``xvrcore register``."""
+"""Command-line interface: ``xvrcore demo``, ``render``, ``register``, ``evaluate``, ``train``, ``model``."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -102,6 +103,13 @@ class _RegisterProgress:
             self.bar.close()
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def _register(args: argparse.Namespace) -> int:
     import signal
 
@@ -110,7 +118,11 @@ def _register(args: argparse.Namespace) -> int:
     from .dicom_xray import GeometryOverrides
     from .jobs import CancelToken
     from .pipeline import PipelineOptions, register_inputs
+    from .registration import RegistrationSettings
 
+    settings = RegistrationSettings(time_budget_s=args.time_budget)
+    if args.no_retry:
+        settings = replace(settings, retry_searches=())
     overrides = GeometryOverrides(
         pixel_spacing=tuple(args.pixel_spacing) if args.pixel_spacing else None, sdd=args.sdd, sod=args.sod,
         primary_angle=args.primary_angle, secondary_angle=args.secondary_angle,
@@ -122,7 +134,7 @@ def _register(args: argparse.Namespace) -> int:
         init="pose" if args.init_pose else "landmarks" if args.landmarks else "model" if args.model else "dicom",
         model=args.model, allow_other_volume=args.allow_other_volume,
         init_pose=args.init_pose, landmarks=args.landmarks, isocenter=args.isocenter, frame=args.frame,
-        mask_frame=args.mask_frame, overrides=overrides, device=device, overwrite=args.overwrite,
+        mask_frame=args.mask_frame, overrides=overrides, device=device, overwrite=args.overwrite, settings=settings,
     )
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     token = CancelToken(args.cancel_file, handle_signals=True)  # Ctrl-C: finish cleanly, keep results
@@ -164,6 +176,10 @@ def _add_register_parser(sub) -> None:
     reg.add_argument("--sod", type=float, metavar="MM", help="source-isocentre distance")
     reg.add_argument("--primary-angle", type=float, metavar="DEG", help="LAO+/RAO- angle")
     reg.add_argument("--secondary-angle", type=float, metavar="DEG", help="CRA+/CAU- angle")
+    reg.add_argument("--time-budget", type=_positive_seconds, metavar="S",
+                     help="stop refining each X-ray after S seconds (the best pose so far is the result)")
+    reg.add_argument("--no-retry", action="store_true",
+                     help="no wider searches when the result's similarity says it failed (faster, less robust)")
     reg.add_argument("--output", required=True, help="folder for <stem>.json, .tfm, _overlay.png, _checkerboard.png")
     reg.add_argument("--overwrite", action="store_true", help="register again inputs that already have a result")
     reg.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

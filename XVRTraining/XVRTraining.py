@@ -17,11 +17,11 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from XVRCoreLib import slicersupport
 
-# torch and xvrcore are imported lazily, inside the methods that need them: importing this file must stay
-# cheap and must work before the dependencies are installed. qt is imported inside the widget's methods,
-# so that the logic can be imported (and tested) where only the MRML libraries exist.
+# torch, xvrcore and XVRCoreLib are imported lazily, inside the methods that need them: importing this file
+# must stay cheap, must work before the dependencies are installed and before Slicer has put the XVRCore
+# module's folder on sys.path (in a source tree each module folder is its own module path). qt is imported
+# inside the widget's methods, so that the logic can be imported (and tested) where only MRML exists.
 
 
 XVR_CITATION = (
@@ -477,6 +477,8 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def coreVersion() -> str:
+        from XVRCoreLib import slicersupport
+
         return slicersupport.core_version()
 
     @staticmethod
@@ -516,16 +518,22 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
 
     def ensureDependencies(self) -> None:
         """Install the Python packages this module needs, asking the user first. Call on first use only."""
+        from XVRCoreLib import slicersupport
+
         slicersupport.ensure_dependencies(self.resourcePath("requirements.txt"))
 
     # -- the background process ----------------------------------------------------------------------------
 
     @staticmethod
     def pythonExecutable() -> str:
+        from XVRCoreLib import slicersupport
+
         return slicersupport.python_executable()
 
     @staticmethod
     def processEnvironment(device: str = "auto") -> dict:
+        from XVRCoreLib import slicersupport
+
         return slicersupport.process_environment(device)
 
     @staticmethod

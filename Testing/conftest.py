@@ -32,3 +32,18 @@ def pelvis_ct_path(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def head_ct_path(shared_data: Path) -> Path:
     return shared_data / "open" / "ct" / "head_skull_dbdicom" / "head_ct.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
+
+    Two cores shared with other jobs: OpenMP threads spin-waiting on each other slow small tensor
+    ops by 10-100×; one thread keeps such modules fast and their timings meaningful.
+    """
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -25,12 +25,7 @@ PELVIS = PRESETS["pelvis"]
 CANONICAL = Detector(PELVIS.sdd, 64, 64, PELVIS.pixel_spacing(64), PELVIS.pixel_spacing(64), mirrored=True).intrinsics()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -35,14 +35,7 @@ DETECTOR = Detector(1000.0, 192, 192, 1.6, 1.6)
 VIEWS = {"view_a": (15.0, -5.0, 2.0, (3.0, -2.0)), "view_b": (-25.0, 10.0, -1.5, (-2.0, 3.0))}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two cores shared with other jobs: OpenMP threads spin-waiting on each other slow small
-    # tensor ops by 10-100×; one thread keeps this suite fast and its timings meaningful.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ RANGES = {"alpha": [-10, 10], "beta": [-10, 10], "gamma": [0, 0], "x": [-40, 40]
           "orientation": "PA"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run faster on one thread, especially when other work shares the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

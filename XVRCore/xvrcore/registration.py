@@ -92,7 +92,6 @@ class RegistrationSettings:
     reduce_factor: float = 0.3
     max_reductions: int = 2  # a stage ends after this many drops
     method: str = "trilinear"
-    lod_bias: float = 1.25  # volume level choice (see renderer.render); larger = coarser and faster
     time_budget_s: float | None = None
 
 
@@ -247,7 +246,7 @@ def _search(volume, xray, intrinsics, mask, pose, center, search: SearchSettings
     scores = []
     with torch.no_grad():
         for chunk in candidates.split(search.batch):
-            drr = render(volume, chunk.to(volume.dtype), k, method=settings.method, lod_bias=settings.lod_bias)
+            drr = render(volume, chunk.to(volume.dtype), k, method=settings.method)
             scores.append(registration_similarity(drr, image, stage_mask, stage.similarity_weight))
     best = torch.cat(scores).argmax()
     return candidates[best]
@@ -263,7 +262,7 @@ def _final_similarity(volume, xray, intrinsics, mask, pose, settings) -> float:
     image, k = downsample(xray, intrinsics, settings.stages[-1].size)
     stage_mask = downsample_mask(mask, tuple(image.shape[-2:]))
     with torch.no_grad():
-        drr = render(volume, pose.to(volume.dtype), k, method=settings.method, lod_bias=settings.lod_bias)
+        drr = render(volume, pose.to(volume.dtype), k, method=settings.method)
         return float(_similarity(drr, image, stage_mask, weight))
 
 
@@ -278,7 +277,7 @@ def _run_stage(volume, image, k, mask, pose, center, stage, settings, index, res
     for iteration in range(1, stage.iterations + 1):
         optimizer.zero_grad()
         current = update()
-        drr = render(volume, current.to(volume.dtype), k, method=settings.method, lod_bias=settings.lod_bias)
+        drr = render(volume, current.to(volume.dtype), k, method=settings.method)
         value = _similarity(drr, image, mask, stage.similarity_weight)
         value.backward()
         v = float(value.detach())

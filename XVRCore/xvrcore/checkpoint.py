@@ -44,7 +44,7 @@ import torch
 from . import __version__
 from .carm import from_diffdrr
 from .geometry import Detector, Intrinsics
-from .io_utils import atomic_write, atomic_write_text
+from .io_utils import atomic_write, atomic_write_text, read_json
 from .network import ArchitectureSpec, InputSpec, PoseModel, PoseSpec
 
 __all__ = [
@@ -213,10 +213,7 @@ def read_metadata(path: str | Path) -> tuple[dict, Path]:
         raise CheckpointError(f"{path} is an xvr checkpoint (pickle); convert it first: xvrcore model import-xvr {path} OUT_DIR")
     if not meta_path.is_file():
         raise CheckpointError(f"no model found at {path}: expected a folder with {MODEL_JSON} and {MODEL_WEIGHTS}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{meta_path} is not valid JSON: {exc}") from None
+    meta = read_json(meta_path, CheckpointError, "model metadata JSON")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not an xvrcore model (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:

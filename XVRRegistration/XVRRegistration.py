@@ -205,6 +205,7 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Connections
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
         self.ui.importFilesButton.connect("clicked(bool)", self.onImportFiles)
         self.ui.importDicomButton.connect("clicked(bool)", self.onImportDicom)
         self.ui.reloadFrameButton.connect("clicked(bool)", self.onReloadFrame)
@@ -276,6 +277,10 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.parent.isEntered:
             self.initializeParameterNode()
 
+    def onSceneEndImport(self, caller, event) -> None:
+        """A loaded scene (.mrb): give its X-ray planes in the 3D view their image back."""
+        self.logic.restorePlaneTextures(slicer.mrmlScene)
+
     def initializeParameterNode(self) -> None:
         """Ensure parameter node exists and observed."""
         self.setParameterNode(self.logic.getParameterNode())
@@ -346,7 +351,7 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                     (p.primaryAngle, p.secondaryAngle) if p.overrideAngles else None)
 
     def _show(self, xrayNode) -> None:
-        """Show the X-ray, its DRR and outlines in the Red view, aligned to the detector plane."""
+        """Show the X-ray, its DRR and outlines in the Red view, aligned to the detector plane; the CT in 3D."""
         if xrayNode is None or not self.logic.isXray(xrayNode):
             return
         p = self._parameterNode
@@ -354,6 +359,8 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if p.inputVolume is not None:
                 self.logic.updateOverlays(xrayNode, p.inputVolume, p.inputSegmentation if p.showOutlines else None)
             self.logic.showXray(xrayNode, self._sliceNode(), p.drrOpacity, p.showOutlines)
+            if p.inputVolume is not None:
+                self.logic.show3D(p.inputVolume, p.inputSegmentation)
             slicer.app.layoutManager().sliceWidget("Red").sliceLogic().FitSliceToBackground()
             self._shownXray = xrayNode
 
@@ -881,6 +888,26 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
                                        invert=self._invert(xray.modality))
         return xrayNode
 
+    def restorePlaneTextures(self, scene) -> int:
+        """Re-attach the image to each X-ray's 3D detector plane after a scene load; returns how many.
+
+        A model's texture is a display pipeline connection, which scenes do not save; the X-ray
+        volume itself is saved, so its pixels (no DICOM file needed) give the texture back.
+        """
+        from xvrcore import mrml
+
+        restored = 0
+        for node in self.xrayNodes(scene):
+            plane = node.GetNodeReference(mrml.REFERENCE_ROLES["plane"])
+            display = plane.GetDisplayNode() if plane is not None else None
+            if display is None or display.GetTextureImageDataConnection() is not None or node.GetImageData() is None:
+                continue
+            image = slicer.util.arrayFromVolume(node)[0]
+            mrml.xray_plane_model_node(scene, image, mrml.xray_intrinsics(node), mrml.xray_depth(node), node=plane,
+                                       invert=self._invert(node.GetAttribute("XVR.Modality")))
+            restored += 1
+        return restored
+
     def xray(self, xrayNode):
         """The XrayImage behind an X-ray node (re-read from its DICOM file after a scene reload)."""
         cached = self._xrayCache.get(xrayNode.GetID())
@@ -1130,6 +1157,34 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         drr = xrayNode.GetNodeReference(mrml.REFERENCE_ROLES["drr"])
         outlines = xrayNode.GetNodeReference(mrml.REFERENCE_ROLES["outlines"]) if showOutlines else None
         mrml.show_in_slice_view(scene, sliceNode, xrayNode, drr, outlines, opacity)
+
+    @staticmethod
+    def volumeRenderingPreset(volumeNode) -> str:
+        """Slicer's volume rendering preset for the CT (bone) or the MRA (bright vessels)."""
+        low = volumeNode.GetImageData().GetScalarRange()[0] if volumeNode.GetImageData() is not None else 0.0
+        return "CT-Bone" if low <= -500 else "MR-Angio"  # CTs hold air at about -1000 HU
+
+    def show3D(self, volumeNode, segmentationNode=None, volumeRenderingLogic=None):
+        """The CT/MRA (volume rendering) and the segments (surfaces) in the 3D views, beside the C-arm beam.
+
+        Leaves an existing volume rendering and existing surfaces as the user set them. Returns the
+        volume rendering display node.
+        """
+        vr = volumeRenderingLogic or slicer.modules.volumerendering.logic()
+        display = vr.GetFirstVolumeRenderingDisplayNode(volumeNode)
+        if display is None:
+            display = vr.CreateDefaultVolumeRenderingNodes(volumeNode)
+            preset = vr.GetPresetByName(self.volumeRenderingPreset(volumeNode))
+            if preset is not None:
+                display.GetVolumePropertyNode().Copy(preset)
+            display.SetVisibility(True)
+        segmentation = segmentationNode.GetSegmentation() if segmentationNode is not None else None
+        if segmentation is not None and segmentation.GetNumberOfSegments() and not segmentation.ContainsRepresentation(
+                slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()):
+            segmentationNode.CreateClosedSurfaceRepresentation()  # once: later, the user's 3D visibility stands
+            if segmentationNode.GetDisplayNode() is not None:
+                segmentationNode.GetDisplayNode().SetVisibility3D(True)
+        return display
 
     def showCheckerboard(self, xrayNode, sliceNode) -> None:
         from xvrcore import mrml

@@ -53,6 +53,46 @@ def test_refinement_recovers_a_known_pose_from_20_mm_and_5_degrees(torso, params
     assert [s.size for s in result.stages] == [(40, 40), (80, 80), (160, 160)]
 
 
+def test_default_schedule_refines_on_a_coarse_ct_level_then_polishes_on_the_matching_one(torso, monkeypatch):
+    from xvrcore import registration
+
+    volume, center, targets = torso
+    true = carm_pose(torch.tensor([10.0, -8.0, 3.0, 5.0, -800.0, -10.0], dtype=torch.float64), "PA", center)
+    xray, mask = _xray(volume, true)
+    start = perturb(true, center, np.random.default_rng(1), (20.0, 30.0), 5.0)
+    biases = []
+
+    def recording_render(*args, **kwargs):
+        biases.append(kwargs["lod_bias"])
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(registration, "render", recording_render)
+    result = register(volume, xray.float(), DETECTOR.intrinsics(), start, mask=torch.as_tensor(mask))
+    assert float(mtre(world_to_camera(true), world_to_camera(result.camera_to_world), targets)) < 1.0
+    assert [s.size for s in result.stages] == [(40, 40), (80, 80), (128, 128), (160, 160)]
+    # the 128-px stage draws on the 3× coarser level choice, the polish on the matching one; the
+    # polish ends after its own patience (3) and single reduction: 1 + 2 × 4 iterations at least
+    assert biases.count(3.0) == result.stages[2].iterations
+    assert biases.count(1.25) > result.stages[3].iterations
+    assert 9 <= result.stages[3].iterations <= 30
+
+
+def test_a_stage_patience_overrides_the_settings(torso):
+    volume, center, _ = torso
+    true = carm_pose(torch.tensor([0.0, 0.0, 0.0, 0.0, -800.0, 0.0], dtype=torch.float64), "PA", center)
+    xray, _ = _xray(volume, true)
+    start = perturb(true, center, np.random.default_rng(5), (5.0, 5.0), 2.0)
+    impatient = Stage(40, 200, 2e-2, 4.0, 0.8, patience=0, max_reductions=0)
+    settings = RegistrationSettings(stages=(impatient,), search=None, retry_searches=())
+    quick = register(volume, xray.float(), DETECTOR.intrinsics(), start, settings=settings)
+    patient = register(volume, xray.float(), DETECTOR.intrinsics(), start,
+                       settings=replace(settings, stages=(replace(impatient, patience=None, max_reductions=None),)))
+    # patience 0, no reduction: the stage ends at its first iteration without progress
+    assert quick.stages[0].iterations < patient.stages[0].iterations
+    steps = [t["similarity"] for t in quick.trajectory]
+    assert np.all(np.diff(steps[:-1]) > 0)  # every earlier iteration improved
+
+
 def test_pose_update_is_the_identity_at_zero_and_rotates_about_the_centre(torso):
     _, center, _ = torso
     base = carm_pose(torch.tensor([20.0, 10.0, 0.0, 0.0, -800.0, 0.0], dtype=torch.float64), "PA", center)

@@ -131,6 +131,33 @@ def test_overlays_follow_the_pose_and_nudges(registration_module, scene, ct_node
     assert exported.extra["slicer_export"]["manually_adjusted"] is True
 
 
+def _texture(plane_node) -> np.ndarray:
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    connection = plane_node.GetDisplayNode().GetTextureImageDataConnection()
+    assert connection is not None, "the X-ray plane has no texture"
+    image = connection.GetProducer().GetOutputDataObject(0)
+    return vtk_to_numpy(image.GetPointData().GetScalars()).copy()
+
+
+def test_xray_plane_texture_comes_back_after_an_mrb_reload(registration_module, scene, ct_node, synthetic_xrays, tmp_path):
+    from slicertest_utils import new_scene
+
+    logic = registration_module.XVRRegistrationLogic()
+    node = logic.importXray(synthetic_xrays["view_a"][0], scene, ct_node)
+    texture = _texture(node.GetNodeReference(mrml.REFERENCE_ROLES["plane"]))
+    assert texture.std() > 10  # a picture, not a blank
+    other = new_scene(tmp_path / "cache2")
+    mrml.load_scene_mrb(other, mrml.save_scene_mrb(scene, tmp_path / "scene.mrb"))
+    (reloaded,) = logic.xrayNodes(other)
+    plane = reloaded.GetNodeReference(mrml.REFERENCE_ROLES["plane"])
+    assert plane.GetDisplayNode().GetTextureImageDataConnection() is None  # scenes do not save textures
+    assert logic.restorePlaneTextures(other) == 1
+    np.testing.assert_array_equal(_texture(plane), texture)
+    assert plane.GetParentTransformNode() is logic.poseNode(reloaded)
+    assert logic.restorePlaneTextures(other) == 0  # nothing left to restore
+
+
 def _corner_world(node, pixels, scale=1.0):
     import vtk
 

@@ -211,3 +211,32 @@ def test_threed_view_shows_beam_detector_and_segments(rendered):
     # Segments: warm, saturated surface colours (liver, aorta, vertebrae) somewhere in the picture.
     warm = (red > green + 25) & (green > blue) & (red > 90)
     assert warm.sum() > 200, "the segments are not visible"
+
+
+def test_threed_view_shows_the_ct_by_volume_rendering(rendered):
+    from xvrcore.volume import volume_from_array
+
+    r = rendered
+    vr = r["app"].volume_rendering._logic  # Slicer's vtkSlicerVolumeRenderingLogic, registered with the scene
+    ct_node = r["scene"].GetFirstNodeByName("CT")
+    ct = r["ct"]
+    segmentation = mrml.segmentation_from_labelmap(r["scene"], volume_from_array((ct.data > 500).astype(np.int16), ct.affine,
+                                                                                  kind="labels"), {1: "dense bone"})
+    assert not segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
+    assert r["logic"].volumeRenderingPreset(ct_node) == "CT-Bone"
+    display = r["logic"].show3D(ct_node, segmentation, volumeRenderingLogic=vr)
+    try:
+        assert display.GetVisibility() and vr.GetFirstVolumeRenderingDisplayNode(ct_node) is display
+        assert segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
+        assert segmentation.GetDisplayNode().GetVisibility3D()
+        ramp = display.GetVolumePropertyNode().GetVolumeProperty().GetScalarOpacity()
+        assert ramp.GetValue(-1000.0) == 0.0 and ramp.GetValue(1000.0) > 0.0  # bone shows, air does not
+        assert r["logic"].show3D(ct_node, segmentation, volumeRenderingLogic=vr) is display  # idempotent
+        with_vr = _grab(r["threed"], r["out"] / "volume_rendering.png").astype(np.int16)
+        display.SetVisibility(False)
+        without_vr = _grab(r["threed"], r["out"] / "no_volume_rendering.png").astype(np.int16)
+        changed = np.abs(with_vr - without_vr).max(-1) > 30
+        assert changed.sum() > 2000, "the volume rendering of the CT is not visible"
+    finally:
+        display.SetVisibility(False)
+        r["scene"].RemoveNode(segmentation)

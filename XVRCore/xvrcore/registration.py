@@ -41,14 +41,23 @@ class Stage:
     lr_rotation: float  # radians per step
     lr_translation: float  # mm per step
     similarity_weight: float = 0.5  # weight of multiscale NCC; the rest is gradient NCC
+    lod_bias: float = 1.25  # the renderer's volume level choice (larger: coarser CT level, faster)
+    patience: int | None = None  # overrides RegistrationSettings.patience for this stage
+    max_reductions: int | None = None  # overrides RegistrationSettings.max_reductions
 
 
 # Sizes rather than factors: the cost and the capture range of a stage depend on its pixel count,
 # whatever the detector; a 128² X-ray is refined at native resolution, a 1024² one at 1/6.
+# The 128-px stage renders from a CT level up to 3× coarser than its pixels (a quarter of the cost
+# of the fine level, where a 160-px iteration costs ~0.2 s on 2 CPU cores) and does most of the
+# fine work; a short 160-px polish at the matching CT level then removes the coarse level's bias.
+# Against a 160-px fine-level stage in its place: pelvis 9.0 → 6.9 s, a 278.6 mm field 13 → 5.6 s, head
+# unchanged (4.3 s), all at ≥ 95 % sub-millimetre (README, "What we measured").
 DEFAULT_STAGES = (
     Stage(40, 120, 2e-2, 4.0, 0.8),
     Stage(80, 120, 1e-2, 2.0, 0.5),
-    Stage(160, 80, 4e-3, 0.8, 0.5),
+    Stage(128, 80, 4e-3, 0.8, 0.5, lod_bias=3.0),
+    Stage(160, 30, 1.5e-3, 0.3, 0.5, patience=3, max_reductions=1),
 )
 
 
@@ -246,7 +255,7 @@ def _search(volume, xray, intrinsics, mask, pose, center, search: SearchSettings
     scores = []
     with torch.no_grad():
         for chunk in candidates.split(search.batch):
-            drr = render(volume, chunk.to(volume.dtype), k, method=settings.method)
+            drr = render(volume, chunk.to(volume.dtype), k, method=settings.method, lod_bias=stage.lod_bias)
             scores.append(registration_similarity(drr, image, stage_mask, stage.similarity_weight))
     best = torch.cat(scores).argmax()
     return candidates[best]
@@ -258,12 +267,12 @@ def _out_of_time(settings: RegistrationSettings, t_start: float) -> bool:
 
 def _final_similarity(volume, xray, intrinsics, mask, pose, settings) -> float:
     """Similarity at the finest stage's resolution and weighting (the one the result is judged by)."""
-    weight = settings.stages[-1].similarity_weight
-    image, k = downsample(xray, intrinsics, settings.stages[-1].size)
+    last = settings.stages[-1]
+    image, k = downsample(xray, intrinsics, last.size)
     stage_mask = downsample_mask(mask, tuple(image.shape[-2:]))
     with torch.no_grad():
-        drr = render(volume, pose.to(volume.dtype), k, method=settings.method)
-        return float(_similarity(drr, image, stage_mask, weight))
+        drr = render(volume, pose.to(volume.dtype), k, method=settings.method, lod_bias=last.lod_bias)
+        return float(_similarity(drr, image, stage_mask, last.similarity_weight))
 
 
 def _run_stage(volume, image, k, mask, pose, center, stage, settings, index, result, progress, should_stop, t_start):
@@ -272,12 +281,14 @@ def _run_stage(volume, image, k, mask, pose, center, stage, settings, index, res
         [{"params": [update.rotation], "lr": stage.lr_rotation}, {"params": [update.translation], "lr": stage.lr_translation}],
         maximize=True,
     )
+    patience = settings.patience if stage.patience is None else stage.patience
+    max_reductions = settings.max_reductions if stage.max_reductions is None else stage.max_reductions
     best_value, best_pose = -math.inf, pose
     plateau_best, stale, reductions, iteration = -math.inf, 0, 0, 0
     for iteration in range(1, stage.iterations + 1):
         optimizer.zero_grad()
         current = update()
-        drr = render(volume, current.to(volume.dtype), k, method=settings.method)
+        drr = render(volume, current.to(volume.dtype), k, method=settings.method, lod_bias=stage.lod_bias)
         value = _similarity(drr, image, mask, stage.similarity_weight)
         value.backward()
         v = float(value.detach())
@@ -293,10 +304,10 @@ def _run_stage(volume, image, k, mask, pose, center, stage, settings, index, res
             plateau_best, stale = v, 0
         else:
             stale += 1
-        if stale > settings.patience:
+        if stale > patience:
             reductions += 1
             stale = 0
-            if reductions > settings.max_reductions:
+            if reductions > max_reductions:
                 break
             for group in optimizer.param_groups:
                 group["lr"] *= settings.reduce_factor

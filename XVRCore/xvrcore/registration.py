@@ -5,7 +5,8 @@ The xvr paper's test-time optimisation (Methods M.6), made faster and more robus
 * **Similarity**: the paper's mean of multiscale NCC (global + 9×9 patches) and gradient NCC
   (11×11 patches), restricted to the exposed pixels (collimator and shutters masked out).
 * **Coarse to fine**: the X-ray is area-downsampled (its intrinsics rescaled exactly) and the
-  renderer picks the matching volume pyramid level, so early stages are cheap and smooth.
+  renderer picks the matching volume pyramid level, so early stages are cheap and smooth; the
+  main fine stage draws on a coarser CT level still, and a short polish on the matching level comes last.
 * **Pose parameters**: a rotation about the target's centre and a translation, both expressed in
   the camera axes of the stage's starting pose, so Adam's per-coordinate steps separate the
   in-plane motion from the poorly constrained depth (Fig. S3).
@@ -51,7 +52,7 @@ class Stage:
 # The 128-px stage renders from a CT level up to 3× coarser than its pixels (a quarter of the cost
 # of the fine level, where a 160-px iteration costs ~0.2 s on 2 CPU cores) and does most of the
 # fine work; a short 160-px polish at the matching CT level then removes the coarse level's bias.
-# Against a 160-px fine-level stage in its place: pelvis 9.0 → 6.9 s, a 278.6 mm field 13 → 5.6 s, head
+# Against a 160-px fine-level stage in its place: pelvis 9.0 → 6.9 s, a 278.6 mm field 11–13 → 5.6 s, head
 # unchanged (4.3 s), all at ≥ 95 % sub-millimetre (README, "What we measured").
 DEFAULT_STAGES = (
     Stage(40, 120, 2e-2, 4.0, 0.8),

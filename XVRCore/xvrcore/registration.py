@@ -147,6 +147,12 @@ def downsample_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.T
     return (frac > 0.999).float()  # only pixels fully inside the exposed field
 
 
+def _stage_inputs(xray: torch.Tensor, intrinsics: Intrinsics, mask: torch.Tensor | None, size: int):
+    """The X-ray, its intrinsics and its exposure mask at a stage's resolution."""
+    image, k = downsample(xray, intrinsics, size)
+    return image, k, downsample_mask(mask, tuple(image.shape[-2:]))
+
+
 def updated_pose(base: torch.Tensor, center: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
     """``base`` turned by ``rotation`` (axis-angle) about ``center`` and moved by ``translation`` (mm).
 
@@ -227,8 +233,7 @@ def _attempt(problem, start, search, settings, progress, should_stop, t_start) -
     result = RegistrationResult(start.clone(), start.clone(), math.nan, math.nan)
     pose = start if search is None else _search(volume, xray, intrinsics, mask, start, center, search, settings)
     for index, stage in enumerate(settings.stages):
-        image, k = downsample(xray, intrinsics, stage.size)
-        stage_mask = downsample_mask(mask, tuple(image.shape[-2:]))
+        image, k, stage_mask = _stage_inputs(xray, intrinsics, mask, stage.size)
         t_stage = time.perf_counter()
         pose, best, iterations = _run_stage(volume, image, k, stage_mask, pose, center, stage, settings, index,
                                             result, progress, should_stop, t_start)
@@ -243,8 +248,7 @@ def _attempt(problem, start, search, settings, progress, should_stop, t_start) -
 def _search(volume, xray, intrinsics, mask, pose, center, search: SearchSettings, settings) -> torch.Tensor:
     """The best-scoring candidate of the coarse grid around ``pose`` (``pose`` itself included)."""
     stage = settings.stages[0]
-    image, k = downsample(xray, intrinsics, stage.size)
-    stage_mask = downsample_mask(mask, tuple(image.shape[-2:]))
+    image, k, stage_mask = _stage_inputs(xray, intrinsics, mask, stage.size)
     as_tensor = {"dtype": torch.float64, "device": pose.device}
     offsets = torch.arange(-search.translation_mm, search.translation_mm + 1e-9, search.step_mm, **as_tensor)
     tilts = torch.tensor(search.tilt_deg, **as_tensor)
@@ -269,8 +273,7 @@ def _out_of_time(settings: RegistrationSettings, t_start: float) -> bool:
 def _final_similarity(volume, xray, intrinsics, mask, pose, settings) -> float:
     """Similarity at the finest stage's resolution and weighting (the one the result is judged by)."""
     last = settings.stages[-1]
-    image, k = downsample(xray, intrinsics, last.size)
-    stage_mask = downsample_mask(mask, tuple(image.shape[-2:]))
+    image, k, stage_mask = _stage_inputs(xray, intrinsics, mask, last.size)
     with torch.no_grad():
         drr = render(volume, pose.to(volume.dtype), k, method=settings.method, lod_bias=last.lod_bias)
         return float(_similarity(drr, image, stage_mask, last.similarity_weight))

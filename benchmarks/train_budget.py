@@ -9,7 +9,8 @@
    from it → mTRE. Prints the fraction of starts within 20 mm (the refinement's capture range)
    and the sub-millimetre rate after refinement.
 
-    python benchmarks/train_budget.py --minutes 20 --n 30 --output /tmp/budget
+    python benchmarks/train_budget.py --minutes 20 --n 30 --image-size 64 --width 32 --batch-size 16 \
+        --lr 3e-3 --pose-loss-fraction 1 --output /tmp/budget    # the README's figures
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = the standard network)")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--pose-loss-fraction", type=float, default=0.0, help="first part of the budget on the pose term alone")
     parser.add_argument("--output", required=True)
     parser.add_argument("--skip-training", action="store_true", help="evaluate the model already in OUTPUT/model")
     args = parser.parse_args(argv)
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     if not args.skip_training:
         result = train(TrainConfig(volumes=[str(ct_path)], output=str(out / "model"), preset="pelvis", minutes=args.minutes,
                                    threads=args.threads, batch_size=args.batch_size, image_size=args.image_size,
-                                   width=args.width, lr=args.lr))
+                                   width=args.width, lr=args.lr, pose_loss_fraction=args.pose_loss_fraction))
         print(f"trained {result.iterations} iterations in {time.perf_counter() - t0:.0f} s", flush=True)
     model = load_model(out / "model")
     ct = load_volume(ct_path)

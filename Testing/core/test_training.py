@@ -88,6 +88,48 @@ def test_a_tiny_model_reduces_its_loss(torso, tmp_path):
     assert model.metadata["volume"]["sha256"] and model.metadata["sampling"]["ranges"]["y"] == [-800, -700]
 
 
+def test_the_pose_only_phase_renders_no_prediction_then_switches_to_the_papers_loss(torso, tmp_path):
+    from xvrcore import training
+
+    renders, stats = [], []  # per step: for each render, whether its poses carry a gradient
+    render_batch, step = training.render_batch, training._Run.step
+
+    def counting_render(*args, **kw):
+        if renders and isinstance(renders[-1], list):
+            renders[-1].append(args[1].requires_grad)  # a gradient: the DRR at the prediction
+        return render_batch(*args, **kw)
+
+    def recording_step(self):
+        renders.append([])
+        stats.append(step(self))
+        renders[-1] = tuple(renders[-1])  # closed: later renders belong to validation
+        return stats[-1]
+
+    training.render_batch, training._Run.step = counting_render, recording_step
+    try:
+        train(_config(torso, tmp_path / "run", iterations=6, pose_loss_fraction=0.5, min_coverage=0.0))
+    finally:
+        training.render_batch, training._Run.step = render_batch, step
+    assert renders == [(False,)] * 3 + [(False, True)] * 3  # iterations 0-2 render only their targets
+    assert all(np.isnan(s["ncc"]) for s in stats[:3]) and all(0 < s["ncc"] <= 1 for s in stats[3:])
+    for s in stats[:3]:  # the loss is the pose term alone: λ · dGeo
+        assert s["loss"] == pytest.approx(1e-2 * s["dgeo_mm"], rel=1e-5)
+    for s in stats[3:]:
+        assert s["loss"] == pytest.approx(1 - s["ncc"] + 1e-2 * s["dgeo_mm"], rel=1e-4)
+
+
+def test_a_tiny_model_learns_poses_from_the_pose_term_alone(torso, tmp_path):
+    result = train(_config(torso, tmp_path / "run", iterations=120, batch_size=8, validate_every=120, validation_size=16,
+                           checkpoint_every=0, augmentation={"p": 0.0}, pose_loss_fraction=1.0, warmup_iterations=10))
+    before, after = result.history[0], result.history[-1]  # before: the untrained network's mean pose
+    assert after["iteration"] == 120 and after["mtre_mm"] < 0.9 * before["mtre_mm"], (before, after)
+
+
+def test_the_pose_only_fraction_is_checked():
+    with pytest.raises(ValueError, match="pose_loss_fraction"):
+        TrainConfig(volumes=["ct.nii"], output="out", pose_loss_fraction=1.5)
+
+
 def test_cancel_then_resume_equals_an_uninterrupted_run(torso, tmp_path):
     whole = train(_config(torso, tmp_path / "whole"))
     calls = {"n": 0}
@@ -172,7 +214,7 @@ def test_two_process_gloo_run_ends_with_identical_weights(torso, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "xvrcore.cli",
            "train", "--volume", str(torso), "--output", str(out), "--iterations", "3", "--batch-size", "2",
            "--image-size", "32", "--width", "8", "--warmup", "1", "--validate-every", "0", "--device", "cpu",
-           "--progress-json"]
+           "--pose-loss-fraction", "0.5", "--progress-json"]  # iterations 0-1 on the pose term, 2 on the paper's loss
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     events = [e for e in map(parse_line, proc.stdout.splitlines()) if e is not None]
@@ -180,7 +222,8 @@ def test_two_process_gloo_run_ends_with_identical_weights(torso, tmp_path):
     assert len(finished) == 1  # only rank 0 reports
     hashes = finished[0]["rank_weights_sha256"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]
-    assert load_model(out).metadata["training"]["world_size"] == 2
+    training = load_model(out).metadata["training"]
+    assert training["world_size"] == 2 and training["pose_loss_fraction"] == 0.5
 
 
 def _moved_copy(ct: Volume):

@@ -207,7 +207,8 @@ def _training_config(args: argparse.Namespace):
         volumes=args.volume, output=args.output, preset=args.preset, ranges=ranges, orientation=args.orientation,
         labelmap=args.labelmap, labels=args.labels, init_from=args.init_from, frame=args.frame, template=args.template,
         iterations=args.iterations, minutes=args.minutes if args.minutes is not None or args.iterations else 5.0,
-        batch_size=args.batch_size, lr=args.lr, warmup_iterations=args.warmup, image_size=args.image_size,
+        batch_size=args.batch_size, lr=args.lr, warmup_iterations=args.warmup,
+        pose_loss_fraction=args.pose_loss_fraction, image_size=args.image_size,
         width=args.width, architecture=args.architecture, parameterization=args.parameterization,
         device=args.device, threads=args.threads, seed=args.seed, validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every, resume=args.resume,
@@ -277,6 +278,9 @@ def _add_train(sub) -> None:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--warmup", type=int, default=100, help="warm-up iterations")
+    train.add_argument("--pose-loss-fraction", type=float, default=0.0, metavar="F",
+                       help="train the first F of the budget on the pose term alone, then on the paper's loss "
+                            "(faster on a CPU; default: %(default)s)")
     train.add_argument("--image-size", type=int, default=128, help="canonical image size in pixels")
     train.add_argument("--architecture", choices=["resnet18", "resnet34"], default="resnet18")
     train.add_argument("--width", type=int, default=64, help="channels of the first ResNet stage")

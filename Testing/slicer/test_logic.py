@@ -281,13 +281,17 @@ def test_training_job_streams_progress_cancels_and_resumes(training_module, regi
     job = logic.startTraining(ct_node, segmentation, out, preset="pelvis", device="cpu", batchSize=2, iterations=100000,
                               threads=1, extra=TINY)
     assert job.command[1:4] == ["-m", "xvrcore.cli", "train"] and "--labelmap" in job.command
-    deadline = time.monotonic() + 180
+    assert "--pose-loss-fraction" in job.command  # no GPU asked for: the Quick profile
+    deadline, statuses = time.monotonic() + 180, []
     while time.monotonic() < deadline:
         update = job.poll()
+        statuses.append(update["status"] or "")
         if job.validationTable.GetNumberOfRows() >= 2:  # the untrained baseline and iteration 2
             break
         assert not update["finished"], update["log"]
         time.sleep(0.05)
+    shown = [s for s in statuses if s.startswith("Iteration")]
+    assert shown and not any("NCC" in s or "nan" in s for s in shown)  # no NCC on the pose loss alone
     job.cancel()
     final = job.wait(timeout=120)
     assert job.returncode == EXIT_CANCELLED and "cancelled" in final["status"]
@@ -354,3 +358,25 @@ def test_training_command_line_parses(training_module):
     assert config.ranges["alpha"] == [-1.0, 2.0] and config.ranges["z"] == [-6.0, 12.0]
     assert config.orientation == "AP" and config.labels == [3, 4] and config.init_from == "pre"
     assert config.minutes == 2.5 and config.batch_size == 8 and config.resume and args.progress_json
+    assert (config.image_size, config.width, config.pose_loss_fraction) == (128, 64, 0.0)  # the standard profile
+
+
+def test_training_profiles_set_the_network_and_the_loss(training_module):
+    logic = training_module.XVRTrainingLogic
+    from xvrcore.cli import _training_config, build_parser
+
+    def config(**kw):
+        return _training_config(build_parser().parse_args(logic.trainingCommand("py", "ct.nii.gz", "out", **kw)[3:]))
+
+    quick = config(profile="quick")
+    assert (quick.image_size, quick.width, quick.batch_size, quick.lr, quick.pose_loss_fraction) == (64, 32, 16, 3e-3, 1.0)
+    assert config(profile="quick", batchSize=24).batch_size == 24  # the panel's batch size wins
+    standard = config(profile="standard")
+    assert (standard.image_size, standard.width, standard.batch_size, standard.lr, standard.pose_loss_fraction) == (
+        128, 64, 32, 1e-3, 0.0)
+    assert logic.resolveProfile("automatic", "cpu") == "quick" and logic.resolveProfile("automatic", "cuda") == "standard"
+    assert logic.resolveProfile("standard", "cpu") == "standard" and logic.resolveProfile("quick", "cuda") == "quick"
+    import torch
+
+    expected = "standard" if torch.cuda.is_available() else "quick"
+    assert logic.resolveProfile("automatic", "auto") == expected

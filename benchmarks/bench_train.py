@@ -47,7 +47,6 @@ def measure(name: str, ct: Path, device: str, seconds: float, threads: int | Non
 
 def main(argv=None) -> int:
     import torch
-
     from xvrcore.demo import PELVIS_CT, shared_data_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

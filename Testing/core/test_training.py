@@ -265,6 +265,19 @@ def test_finetuning_with_frame_correction_predicts_in_the_new_ct_frame(torso, tm
     assert torch.allclose(in_new[0, :3, :3], expected[0, :3, :3], atol=2e-3)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs wherever one is present)")
+def test_mixed_precision_training_on_cuda_gives_a_model_the_cpu_reads(torso, tmp_path):
+    result = train(_config(torso, tmp_path / "gpu", iterations=20, batch_size=8, device="cuda", validate_every=20,
+                           pose_loss_fraction=0.5))
+    assert result.status == "finished" and all(np.isfinite(h["mtre_mm"]) for h in result.history)
+    model = load_model(tmp_path / "gpu")  # on the CPU, whatever device trained it
+    images = torch.rand(2, 1, 32, 32)
+    inputs = prepare_input(minmax(images), model.input_spec)
+    on_cpu = model.model(inputs)
+    on_gpu = model.model.to("cuda")(inputs.cuda()).cpu()
+    assert torch.allclose(on_cpu, on_gpu, rtol=1e-2, atol=0.5)  # cuDNN (TF32) convolutions round differently
+
+
 def test_patient_agnostic_pretraining_on_two_cts(torso, shared_data, tmp_path):
     other = shared_data / "open" / "ct" / "torso_totalseg" / "torso_ct_3mm_crop30.nii.gz"
     result = train(TrainConfig(**{**_config(torso, tmp_path / "agnostic", iterations=2).to_dict(), "volumes": [str(torso), str(other)]}))

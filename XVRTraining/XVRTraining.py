@@ -127,15 +127,6 @@ class XVRTrainingProfile(enum.Enum):
         }[self]
 
 
-# Quick: 64-px images, a half-width ResNet-18 and the pose term alone with a larger step. In 20
-# minutes on 2 CPU cores it starts X-rays at a median 37 mm instead of the standard's 67 mm
-# (README, "What we measured"). Batch size: the profile's unless the panel sets one.
-TRAINING_PROFILES = {
-    "standard": {"batchSize": 32, "arguments": ()},
-    "quick": {"batchSize": 16, "arguments": ("--image-size", "64", "--width", "32", "--lr", "3e-3", "--pose-loss-fraction", "1")},
-}
-
-
 # The paper's Table S2 pelvis ranges: the defaults of the custom ranges.
 CUSTOM_RANGE_NAMES = ("alpha", "beta", "gamma", "x", "y", "z")
 
@@ -585,9 +576,8 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
                         batchSize=0, resume=False, threads=None, extra=(), profile="standard") -> list:
         """The ``xvrcore train`` command line (``python -m xvrcore.cli train ... --progress-json``).
 
-        ``profile``: ``standard`` or ``quick`` (:data:`TRAINING_PROFILES`); ``batchSize`` 0 takes the profile's.
+        ``profile``: ``standard`` or ``quick`` (``xvrcore.training.PROFILES``); ``batchSize`` 0 takes the profile's.
         """
-        settings = TRAINING_PROFILES[profile]
         command = [str(python), "-m", "xvrcore.cli", "train", "--volume", str(volumePath), "--output", str(outputDirectory),
                    "--preset", "pelvis" if preset == "custom" else str(preset)]
         if customRanges:
@@ -605,8 +595,9 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
             command += ["--iterations", str(int(iterations))]
         else:
             command += ["--minutes", repr(float(minutes))]
-        command += [*settings["arguments"], "--batch-size", str(int(batchSize or settings["batchSize"])),
-                    "--device", str(device), "--progress-json"]
+        command += ["--profile", str(profile), "--device", str(device), "--progress-json"]
+        if batchSize:
+            command += ["--batch-size", str(int(batchSize))]
         if threads:
             command += ["--threads", str(int(threads))]
         if resume:
@@ -774,7 +765,8 @@ class XVRTrainingTest(ScriptedLoadableModuleTest):
         self.assertIn("--progress-json", command)
         self.assertIn("--resume", command)
         self.assertEqual(command[command.index("--orientation") + 1], "AP")
-        self.assertEqual(command[command.index("--batch-size") + 1], "32")  # the standard profile's
+        self.assertEqual(command[command.index("--profile") + 1], "standard")
+        self.assertNotIn("--batch-size", command)  # the profile's
         self.assertEqual(logic.resolveProfile("automatic", "cpu"), "quick")
         progress, _validation, chart = logic.progressNodes(slicer.mrmlScene)
         self.assertEqual(progress.GetNumberOfColumns(), 3)

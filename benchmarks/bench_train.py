@@ -4,8 +4,8 @@ Runs ``xvrcore.training.train`` for ``--seconds`` per configuration on the pelvi
 the images/s of its last progress event (setup and the final validation are not counted).
 Configurations, side by side in the same run (the first is the reference of the ratios):
 
-* ``standard``  128×128, ResNet-18 (width 64), batch 32, the paper's loss (a DRR at the prediction)
-* ``quick``     64×64, half width, batch 16, the pose term alone (the panel's Quick profile)
+* ``standard``  the training profile: 128×128, ResNet-18 (width 64), batch 32, the paper's loss
+* ``quick``     the training profile: 64×64, half width, batch 16, the pose term alone
 * ``paper-batch`` (CUDA only) the standard network at the paper's batch of 116
 
 On CUDA the network runs under bfloat16 autocast (the engine's mixed precision). One prepared
@@ -23,25 +23,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-CONFIGS = {
-    "standard": {"image_size": 128, "width": 64, "batch_size": 32, "pose_loss_fraction": 0.0},
-    "quick": {"image_size": 64, "width": 32, "batch_size": 16, "pose_loss_fraction": 1.0, "lr": 3e-3},
-    "paper-batch": {"image_size": 128, "width": 64, "batch_size": 116, "pose_loss_fraction": 0.0},
-}
+EXTRA = {"paper-batch": ("standard", {"batch_size": 116})}  # name: (profile, overrides)
 
 
 def measure(name: str, ct: Path, device: str, seconds: float, threads: int | None) -> dict:
     """images/s of one configuration, from the training engine's own progress events."""
-    from xvrcore.training import TrainConfig, train
+    from xvrcore.training import PROFILES, TrainConfig, train
 
+    profile, overrides = EXTRA.get(name, (name, {}))
     events: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(volumes=[str(ct)], output=str(Path(tmp) / name), preset="pelvis", minutes=seconds / 60.0,
                              device=device, threads=threads, validate_every=0, validation_size=4, checkpoint_every=0,
-                             checkpoint_minutes=1e9, progress_bar=False, **CONFIGS[name])
+                             checkpoint_minutes=1e9, progress_bar=False, **{**PROFILES[profile], **overrides})
         result = train(config, progress=events.append)
     progress = [e for e in events if e.get("event") == "progress"]
-    return {"name": name, **CONFIGS[name], "device": device, "iterations": result.iterations,
+    return {"name": name, "image_size": config.image_size, "width": config.width, "batch_size": config.batch_size,
+            "pose_loss_fraction": config.pose_loss_fraction, "device": device, "iterations": result.iterations,
             "images_per_s": progress[-1]["images_per_s"] if progress else float("nan")}
 
 
@@ -54,7 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--seconds", type=float, default=60.0, help="training time per configuration")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (ignored on CUDA)")
-    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None)
+    parser.add_argument("--configs", nargs="+", choices=["standard", "quick", *EXTRA], default=None)
     parser.add_argument("--output", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

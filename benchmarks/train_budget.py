@@ -10,7 +10,7 @@
    and the sub-millimetre rate after refinement.
 
     python benchmarks/train_budget.py --minutes 20 --n 30 --image-size 64 --width 32 --batch-size 16 \
-        --lr 3e-3 --pose-loss-fraction 1 --output /tmp/budget    # the README's figures
+        --lr 3e-3 --pose-loss-fraction 1 --output /tmp/budget    # the README's figures (= profile "quick")
 """
 
 from __future__ import annotations

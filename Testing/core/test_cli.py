@@ -72,3 +72,17 @@ def test_demo_main_job_registers_the_simulated_xray(tmp_path, pelvis_ct_path, ca
     for name in ("xray/pelvis_xray.dcm", "registration/pelvis_xray.json", "registration/pelvis_xray.tfm",
                  "registration/pelvis_xray_overlay.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_train_profiles_set_defaults_that_explicit_options_override():
+    from xvrcore.cli import _training_config, build_parser
+
+    def config(*options):
+        return _training_config(build_parser().parse_args(["train", "--volume", "ct.nii.gz", "--output", "out", *options]))
+
+    standard = config()
+    assert (standard.image_size, standard.width, standard.batch_size, standard.lr, standard.pose_loss_fraction) == (
+        128, 64, 32, 1e-3, 0.0)
+    quick = config("--profile", "quick", "--width", "48")
+    assert (quick.image_size, quick.width, quick.batch_size, quick.lr, quick.pose_loss_fraction) == (64, 48, 16, 3e-3, 1.0)
+    assert config("--pose-loss-fraction", "0.25").pose_loss_fraction == 0.25

@@ -566,7 +566,7 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
             return XVRTrainingProfile.standard.value
         try:
             import torch
-        except ImportError:  # not installed yet: the process will install the CPU build
+        except ImportError:  # no torch in this Python: nothing says a GPU is there
             return XVRTrainingProfile.quick.value
         return XVRTrainingProfile.standard.value if torch.cuda.is_available() else XVRTrainingProfile.quick.value
 

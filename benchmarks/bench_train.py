@@ -46,18 +46,19 @@ def measure(name: str, ct: Path, device: str, seconds: float, threads: int | Non
 def main(argv=None) -> int:
     import torch
     from xvrcore.demo import PELVIS_CT, shared_data_dir
+    from xvrcore.training import PROFILES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ct", default=None, help="default: the shipped pelvis CT")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--seconds", type=float, default=60.0, help="training time per configuration")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (ignored on CUDA)")
-    parser.add_argument("--configs", nargs="+", choices=["standard", "quick", *EXTRA], default=None)
+    parser.add_argument("--configs", nargs="+", choices=[*PROFILES, *EXTRA], default=None)
     parser.add_argument("--output", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible to torch")
-    names = args.configs or (["standard", "quick", "paper-batch"] if args.device == "cuda" else ["standard", "quick"])
+    names = args.configs or [*PROFILES, *(EXTRA if args.device == "cuda" else ())]
     ct = Path(args.ct) if args.ct else shared_data_dir() / PELVIS_CT
     threads = args.threads if args.device == "cpu" else None
     rows = []

@@ -86,3 +86,7 @@ def test_train_profiles_set_defaults_that_explicit_options_override():
     quick = config("--profile", "quick", "--width", "48")
     assert (quick.image_size, quick.width, quick.batch_size, quick.lr, quick.pose_loss_fraction) == (64, 48, 16, 3e-3, 1.0)
     assert config("--pose-loss-fraction", "0.25").pose_loss_fraction == 0.25
+    from xvrcore.training import PROFILES  # the parser lists them by hand (it does not import torch)
+
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.dest == "profile")
+    assert set(train.choices) == set(PROFILES)

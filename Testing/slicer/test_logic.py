@@ -285,12 +285,12 @@ def test_training_job_streams_progress_cancels_and_resumes(training_module, regi
     deadline, statuses = time.monotonic() + 180, []
     while time.monotonic() < deadline:
         update = job.poll()
-        statuses.append(update["status"] or "")
-        if job.validationTable.GetNumberOfRows() >= 2:  # the untrained baseline and iteration 2
+        statuses.append(update["status"] or "")  # a poll's status is its last event's
+        shown = [s for s in statuses if s.startswith("Iteration")]
+        if job.validationTable.GetNumberOfRows() >= 2 and shown:  # the untrained baseline and iteration 2
             break
         assert not update["finished"], update["log"]
         time.sleep(0.05)
-    shown = [s for s in statuses if s.startswith("Iteration")]
     assert shown and not any("NCC" in s or "nan" in s for s in shown)  # no NCC on the pose loss alone
     job.cancel()
     final = job.wait(timeout=120)

@@ -655,6 +655,8 @@ class XVRRegistrationJob:
                 status = _("{input}: stage {stage}, iteration {iteration}, similarity {similarity:.3f}").format(
                     input=event.get("input"), stage=event.get("stage", 0) + 1, iteration=event.get("iteration", 0),
                     similarity=float(event.get("similarity") or 0.0))
+                if event.get("attempt", 1) > 1:  # the first result looked wrong: a wider search
+                    status = _("{status} (retry {retry})").format(status=status, retry=event["attempt"] - 1)
             elif kind in ("input_done", "input_skipped"):
                 node = self.nodesByFile.get(event.get("input"))
                 if node is not None and event.get("json"):

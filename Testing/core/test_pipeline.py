@@ -23,7 +23,7 @@ from xvrcore.landmarks import write_landmarks
 from xvrcore.pipeline import PipelineOptions, collect_inputs, input_stem, register_inputs
 from xvrcore.pose_io import camera_pose, read_pose_json, write_pose_json
 from xvrcore.positioner import pose_from_positioner
-from xvrcore.registration import RegistrationSettings, Stage
+from xvrcore.registration import RegistrationSettings, SearchSettings, Stage
 from xvrcore.renderer import DRRVolume
 from xvrcore.rotations import axis_angle_to_matrix
 from xvrcore.synthesis import synthesize_xray, write_xray_dicom
@@ -201,6 +201,21 @@ def test_cancel_within_an_input_writes_nothing(torso, xrays, tmp_path):
                               should_stop=token)
     assert summary.cancelled and summary.outcomes[0].status == "cancelled"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_retry_is_reported_and_the_progress_never_goes_back(torso, xrays, tmp_path):
+    folder, _ = xrays
+    # Every result "looks wrong" (similarity < 1.01), so the one retry search always runs.
+    settings = RegistrationSettings(stages=(Stage(40, 15, 2e-2, 4.0, 0.8),), search=None, retry_below=1.01,
+                                    retry_searches=(SearchSettings(translation_mm=0.0, depth_mm=(0.0,), roll_deg=(0.0,)),))
+    events = []
+    register_inputs([folder / "view_a.dcm"], _options(torso, tmp_path, settings=settings), progress=events.append)
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [e["attempt"] for e in progress] == sorted(e["attempt"] for e in progress)
+    assert {e["attempt"] for e in progress} == {1, 2}
+    fractions = [e["fraction"] for e in progress]
+    assert fractions == sorted(fractions) and fractions[-1] <= 1.0
+    assert read_pose_json(tmp_path / "view_a.json").extra["registration"]["attempts"] == 2
 
 
 def test_start_from_a_pose_json(torso, xrays, tmp_path):

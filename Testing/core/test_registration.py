@@ -128,6 +128,7 @@ def test_stop_request_and_progress(torso):
                       settings=FAST, progress=calls.append, should_stop=lambda: len(calls) >= 5)
     assert len(calls) == 5 and len(result.stages) == 1
     assert {"stage", "iteration", "similarity", "best"} <= set(calls[-1])
+    assert calls[-1]["attempt"] == 1 and calls[-1]["attempts"] == 1 + len(FAST.retry_searches)
 
 
 def test_collimated_garbage_is_ignored_through_the_mask(torso):
@@ -186,4 +187,19 @@ def test_a_result_that_looks_wrong_is_retried_with_a_wider_search(torso):
     assert once.similarity < FAST.retry_below  # the first attempt fails, visibly
     result = register(volume, xray.float(), DETECTOR.intrinsics(), start, mask=torch.as_tensor(mask), settings=FAST)
     assert result.attempts >= 2 and result.similarity > FAST.retry_below
+    assert float(mtre(world_to_camera(true), world_to_camera(result.camera_to_world), targets)) < 1.0
+
+
+@pytest.mark.slow
+def test_a_start_tilted_the_wrong_way_is_found_by_the_large_tilt_retry(torso):
+    # A network can mistake a cranial tilt for a caudal one: here the start is β = -30° for a true +30°.
+    volume, center, targets = torso
+    true = carm_pose(torch.tensor([10.0, 30.0, 3.0, 5.0, -800.0, -10.0], dtype=torch.float64), "PA", center)
+    start = carm_pose(torch.tensor([10.0, -30.0, 3.0, 5.0, -800.0, -10.0], dtype=torch.float64), "PA", center)
+    xray, mask = _xray(volume, true)
+    calls = []
+    result = register(volume, xray.float(), DETECTOR.intrinsics(), start, mask=torch.as_tensor(mask), settings=FAST,
+                      progress=calls.append)
+    assert result.attempts == 1 + len(FAST.retry_searches)  # everything before the large tilts looked wrong
+    assert sorted({c["attempt"] for c in calls}) == list(range(1, result.attempts + 1))
     assert float(mtre(world_to_camera(true), world_to_camera(result.camera_to_world), targets)) < 1.0

@@ -262,6 +262,23 @@ def test_registration_command_line(registration_module):
     assert with_model.model == "m" and with_model.landmarks is None and with_model.init_pose is None
 
 
+def test_registration_status_says_when_a_wider_search_retries(registration_module, tmp_path):
+    import sys
+
+    script = ("import time; from xvrcore.jobs import emit; "
+              "emit('progress', input='a.dcm', fraction=0.2, attempt=1, stage=1, iteration=5, similarity=0.41); "
+              "emit('progress', input='a.dcm', fraction=0.3, attempt=2, stage=0, iteration=1, similarity=0.35); "
+              "time.sleep(3)")  # a retry's first event, then still running
+    job = registration_module.XVRRegistrationJob([[sys.executable, "-c", script]], tmp_path / "job", {}).start()
+    statuses, deadline = [], time.monotonic() + 60
+    while job.running and time.monotonic() < deadline and not any("retry" in (s or "") for s in statuses):
+        statuses.append(job.poll()["status"])
+        time.sleep(0.05)
+    job.cancel()
+    job.wait(timeout=30)
+    assert "a.dcm: stage 1, iteration 1, similarity 0.350 (retry 1)" in statuses
+
+
 # ---- training ---------------------------------------------------------------------------------------------
 
 

@@ -366,14 +366,15 @@ class _Reporter:
 
     def __init__(self, callback, emit_events: bool, total: int) -> None:
         self.callback, self.emit_events, self.total = callback, emit_events, total
-        self._last = 0.0
+        self._last, self._attempt = 0.0, None
 
     def __call__(self, event: str, **fields: Any) -> None:
         if event == "progress":
             now = time.monotonic()
-            if now - self._last < _EVENT_INTERVAL_S:
+            retry_started = fields.get("attempt") != self._attempt  # always shown: the panel says it retries
+            if now - self._last < _EVENT_INTERVAL_S and not retry_started:
                 return
-            self._last = now
+            self._last, self._attempt = now, fields.get("attempt")
         if self.emit_events:
             emit(event, **fields)
         if self.callback is not None:
@@ -392,10 +393,13 @@ def _register_one(path: Path, index: int, options: PipelineOptions, prepared: Pr
     device = prepared.drr.device
     center = torch.as_tensor(options.isocenter, dtype=torch.float64) if options.isocenter is not None else None
 
+    shown = [0.0]
+
     def progress(p: dict) -> None:
         fraction = (p["stage"] + p["iteration"] / max(1, p["iterations"])) / max(1, p["stages"])
-        report("progress", index=index, total=report.total, input=name, fraction=(index + fraction) / report.total,
-               stage=p["stage"], iteration=p["iteration"], similarity=p["similarity"])
+        shown[0] = max(shown[0], fraction)  # a retry starts the stages again; the bar does not go back
+        report("progress", index=index, total=report.total, input=name, fraction=(index + shown[0]) / report.total,
+               attempt=p.get("attempt", 1), stage=p["stage"], iteration=p["iteration"], similarity=p["similarity"])
 
     result = register(prepared.drr, torch.as_tensor(xray.pixels), xray.intrinsics, initial.to(device),
                       mask=torch.as_tensor(xray.mask), center=center, settings=options.settings,
@@ -412,7 +416,7 @@ def _register_one(path: Path, index: int, options: PipelineOptions, prepared: Pr
         "similarity": {"initial": result.initial_similarity, "final": result.similarity,
                        "measure": _similarity_measure(options.settings)},
         "quality": assess(result.similarity),
-        "registration": {"stages": _stage_logs(result), "seconds": round(result.seconds, 3),
+        "registration": {"stages": _stage_logs(result), "attempts": result.attempts, "seconds": round(result.seconds, 3),
                          "device": str(device)},
         "xray_geometry": _geometry_summary(xray),
         "warnings": list(xray.warnings) + warnings,

@@ -84,11 +84,15 @@ class SearchSettings:
 # end far below successes (calibration data: successes >= 0.71, failures <= 0.46), so a retry
 # costs time only where it is needed. The second one combines out-of-plane tilts with depth shifts:
 # a network start off by 8° and 30 mm in depth failed both without it (README, "No header at all").
+# The third tilts out of plane by up to 60°: a network can mistake a cranial for a caudal tilt (or
+# LAO for RAO), whose views look alike; a start 67° off that way failed the first two.
 RETRY_SEARCHES = (
     SearchSettings(translation_mm=90.0, step_mm=15.0, depth_mm=(-60.0, 0.0, 60.0),
                    roll_deg=(-24.0, -16.0, -8.0, 0.0, 8.0, 16.0, 24.0)),
     SearchSettings(translation_mm=60.0, step_mm=20.0, depth_mm=(-30.0, 0.0, 30.0), roll_deg=(-16.0, -8.0, 0.0, 8.0, 16.0),
                    tilt_deg=(-12.0, 0.0, 12.0)),
+    SearchSettings(translation_mm=20.0, step_mm=20.0, depth_mm=(-40.0, 0.0, 40.0), roll_deg=(0.0,),
+                   tilt_deg=(-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0)),
 )
 
 
@@ -202,7 +206,7 @@ def register(
         xray: ``(H, W)`` line-integral-like image (dense = high) on the grid of ``intrinsics``.
         mask: ``(H, W)``, 1 where the pixel shows anatomy (not collimator/shutter).
         center: rotation centre (world mm); the volume centre by default.
-        progress: called with a dict after each iteration (stage, iteration, similarity, …).
+        progress: called with a dict after each iteration (attempt, stage, iteration, similarity, …).
         should_stop: polled every iteration; True ends the registration with the best pose so far.
     """
     t_start = time.perf_counter()
@@ -212,16 +216,24 @@ def register(
     start = torch.as_tensor(initial_camera_to_world, dtype=torch.float64).reshape(4, 4).to(volume.device)
     center = (volume.center if center is None else torch.as_tensor(center, dtype=torch.float64)).to(volume.device)
     problem = (volume, xray, intrinsics, mask, center)
-    result = _attempt(problem, start, settings.search, settings, progress, should_stop, t_start)
-    for wider in settings.retry_searches:
+    attempts = 1 + len(settings.retry_searches)
+    result = _attempt(problem, start, settings.search, settings, _numbered(progress, 1, attempts), should_stop, t_start)
+    for number, wider in enumerate(settings.retry_searches, start=2):
         if result.similarity >= settings.retry_below or _stopped(settings, t_start, should_stop):
             break
-        retry = _attempt(problem, start, wider, settings, progress, should_stop, t_start)
+        retry = _attempt(problem, start, wider, settings, _numbered(progress, number, attempts), should_stop, t_start)
         retry.attempts = result.attempts + 1
         result = retry if retry.similarity > result.similarity else replace(result, attempts=retry.attempts)
     result.initial_similarity = _final_similarity(volume, xray, intrinsics, mask, start, settings)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _numbered(progress, attempt: int, attempts: int):
+    """``progress`` with each event tagged by its attempt (1: the first search, then the retries)."""
+    if progress is None:
+        return None
+    return lambda event: progress({**event, "attempt": attempt, "attempts": attempts})
 
 
 def _stopped(settings: RegistrationSettings, t_start: float, should_stop) -> bool:

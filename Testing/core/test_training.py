@@ -88,7 +88,7 @@ def test_a_tiny_model_reduces_its_loss(torso, tmp_path):
     assert model.metadata["volume"]["sha256"] and model.metadata["sampling"]["ranges"]["y"] == [-800, -700]
 
 
-def test_the_pose_only_phase_renders_no_prediction_then_switches_to_the_papers_loss(torso, tmp_path):
+def test_the_pose_only_phase_renders_no_prediction_then_switches_to_the_papers_loss(torso, tmp_path, capsys):
     from xvrcore import training
 
     renders, stats = [], []  # per step: for each render, whether its poses carry a gradient
@@ -107,9 +107,11 @@ def test_the_pose_only_phase_renders_no_prediction_then_switches_to_the_papers_l
 
     training.render_batch, training._Run.step = counting_render, recording_step
     try:
-        train(_config(torso, tmp_path / "run", iterations=6, pose_loss_fraction=0.5, min_coverage=0.0))
+        train(_config(torso, tmp_path / "run", iterations=6, pose_loss_fraction=0.5, min_coverage=0.0, progress_bar=True))
     finally:
         training.render_batch, training._Run.step = render_batch, step
+    bar = capsys.readouterr().err
+    assert "ncc=nan" not in bar and "ncc=" in bar  # the terminal bar shows NCC once it is computed
     assert renders == [(False,)] * 3 + [(False, True)] * 3  # iterations 0-2 render only their targets
     assert all(np.isnan(s["ncc"]) for s in stats[:3]) and all(0 < s["ncc"] <= 1 for s in stats[3:])
     for s in stats[:3]:  # the loss is the pose term alone: λ · dGeo

@@ -8,6 +8,7 @@ stubbed (see slicertest_utils.load_module_script). Nothing of the data model is 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -263,8 +264,6 @@ def test_registration_command_line(registration_module):
 
 
 def test_registration_status_says_when_a_wider_search_retries(registration_module, tmp_path):
-    import sys
-
     script = ("import time; from xvrcore.jobs import emit; "
               "emit('progress', input='a.dcm', fraction=0.2, attempt=1, stage=1, iteration=5, similarity=0.41); "
               "emit('progress', input='a.dcm', fraction=0.3, attempt=2, stage=0, iteration=1, similarity=0.35); "

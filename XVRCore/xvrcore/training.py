@@ -658,7 +658,7 @@ class _Run:
                 now = time.perf_counter()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", ncc=f"{stats['ncc']:.3f}", dgeo=f"{stats['dgeo_mm']:.0f}")
+                    bar.set_postfix(_bar_fields(stats))
                 if now - last_report >= 0.5 or self.iteration == 1 or self.budget.done(self.iteration, self._elapsed()):
                     self._progress_event(stats, images_done, now)
                     last_report = now
@@ -728,6 +728,14 @@ class _Run:
         from tqdm import tqdm
 
         return tqdm(total=self.config.iterations, initial=self.iteration, desc="training", unit="it", dynamic_ncols=True)
+
+
+def _bar_fields(stats: dict) -> dict[str, str]:
+    """The terminal bar's numbers; no NCC while on the pose term alone (it is not computed then)."""
+    fields_ = {"loss": f"{stats['loss']:.3f}", "dgeo": f"{stats['dgeo_mm']:.0f}"}
+    if math.isfinite(stats["ncc"]):
+        fields_["ncc"] = f"{stats['ncc']:.3f}"
+    return fields_
 
 
 def _load_pretrained(path: str) -> LoadedModel:

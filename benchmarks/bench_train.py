@@ -28,14 +28,14 @@ EXTRA = {"paper-batch": ("standard", {"batch_size": 116})}  # name: (profile, ov
 
 def measure(name: str, ct: Path, device: str, seconds: float, threads: int | None) -> dict:
     """images/s of one configuration, from the training engine's own progress events."""
-    from xvrcore.training import PROFILES, TrainConfig, train
+    from xvrcore.training import TrainConfig, profile_settings, train
 
     profile, overrides = EXTRA.get(name, (name, {}))
     events: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(volumes=[str(ct)], output=str(Path(tmp) / name), preset="pelvis", minutes=seconds / 60.0,
                              device=device, threads=threads, validate_every=0, validation_size=4, checkpoint_every=0,
-                             checkpoint_minutes=1e9, progress_bar=False, **{**PROFILES[profile], **overrides})
+                             checkpoint_minutes=1e9, progress_bar=False, **profile_settings(profile, **overrides))
         result = train(config, progress=events.append)
     progress = [e for e in events if e.get("event") == "progress"]
     return {"name": name, "image_size": config.image_size, "width": config.width, "batch_size": config.batch_size,

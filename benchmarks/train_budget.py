@@ -9,8 +9,7 @@
    from it → mTRE. Prints the fraction of starts within 20 mm (the refinement's capture range)
    and the sub-millimetre rate after refinement.
 
-    python benchmarks/train_budget.py --minutes 20 --n 30 --image-size 64 --width 32 --batch-size 16 \
-        --lr 3e-3 --pose-loss-fraction 1 --output /tmp/budget    # the README's figures (= profile "quick")
+    python benchmarks/train_budget.py --minutes 20 --n 30 --profile quick --output /tmp/budget  # the README's figures
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ def main(argv=None) -> int:
     from xvrcore.renderer import DRRVolume
     from xvrcore.sampling import PRESETS, keyed_generator, sample_poses
     from xvrcore.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
-    from xvrcore.training import TrainConfig, train
+    from xvrcore.training import PROFILES, TrainConfig, profile_settings, train
     from xvrcore.volume import load_volume
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,11 +44,12 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = the standard network)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--pose-loss-fraction", type=float, default=0.0, help="first part of the budget on the pose term alone")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="standard", help="the options below override it")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--width", type=int, help="ResNet-18 base width (64 = the standard network)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--pose-loss-fraction", type=float, help="first part of the budget on the pose term alone")
     parser.add_argument("--output", required=True)
     parser.add_argument("--skip-training", action="store_true", help="evaluate the model already in OUTPUT/model")
     args = parser.parse_args(argv)
@@ -58,9 +58,10 @@ def main(argv=None) -> int:
     ct_path = Path(args.ct) if args.ct else shared_data_dir() / PELVIS_CT
     t0 = time.perf_counter()
     if not args.skip_training:
+        settings = profile_settings(args.profile, batch_size=args.batch_size, image_size=args.image_size, width=args.width,
+                                    lr=args.lr, pose_loss_fraction=args.pose_loss_fraction)
         result = train(TrainConfig(volumes=[str(ct_path)], output=str(out / "model"), preset="pelvis", minutes=args.minutes,
-                                   threads=args.threads, batch_size=args.batch_size, image_size=args.image_size,
-                                   width=args.width, lr=args.lr, pose_loss_fraction=args.pose_loss_fraction))
+                                   threads=args.threads, **settings))
         print(f"trained {result.iterations} iterations in {time.perf_counter() - t0:.0f} s", flush=True)
     model = load_model(out / "model")
     ct = load_volume(ct_path)

@@ -76,6 +76,7 @@ def test_demo_main_job_registers_the_simulated_xray(tmp_path, pelvis_ct_path, ca
 
 def test_train_profiles_set_defaults_that_explicit_options_override():
     from xvrcore.cli import _training_config, build_parser
+    from xvrcore.training import PROFILES, profile_settings
 
     def config(*options):
         return _training_config(build_parser().parse_args(["train", "--volume", "ct.nii.gz", "--output", "out", *options]))
@@ -86,7 +87,9 @@ def test_train_profiles_set_defaults_that_explicit_options_override():
     quick = config("--profile", "quick", "--width", "48")
     assert (quick.image_size, quick.width, quick.batch_size, quick.lr, quick.pose_loss_fraction) == (64, 48, 16, 3e-3, 1.0)
     assert config("--pose-loss-fraction", "0.25").pose_loss_fraction == 0.25
-    from xvrcore.training import PROFILES  # the parser lists them by hand (it does not import torch)
+    with pytest.raises(ValueError, match="unknown training profile 'fast'"):
+        profile_settings("fast")
 
+    # The parser lists the profiles by hand (it does not import torch); they must stay PROFILES.
     train = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.dest == "profile")
     assert set(train.choices) == set(PROFILES)

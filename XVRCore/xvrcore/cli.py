@@ -190,7 +190,7 @@ def _add_register_parser(sub) -> None:
 
 
 def _training_config(args: argparse.Namespace):
-    from .training import PROFILES, TrainConfig
+    from .training import TrainConfig, profile_settings
 
     ranges = None
     custom = {name: getattr(args, name) for name in ("alpha", "beta", "gamma", "x", "y", "z")}
@@ -204,7 +204,7 @@ def _training_config(args: argparse.Namespace):
         ranges = {**base, **{n: list(v) for n, v in custom.items() if v is not None}}
         ranges.setdefault("orientation", args.orientation or "PA")
     given = {name: getattr(args, name) for name in ("batch_size", "lr", "pose_loss_fraction", "image_size", "width")}
-    profile = {**PROFILES[args.profile], **{k: v for k, v in given.items() if v is not None}}
+    profile = profile_settings(args.profile, **given)
     return TrainConfig(
         volumes=args.volume, output=args.output, preset=args.preset, ranges=ranges, orientation=args.orientation,
         labelmap=args.labelmap, labels=args.labels, init_from=args.init_from, frame=args.frame, template=args.template,

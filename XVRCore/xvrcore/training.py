@@ -64,7 +64,7 @@ from .rotations import euler_to_matrix, invert_rigid
 from .sampling import PoseRanges, Preset, get_preset, keyed_generator, sample_poses
 from .volume import Volume, load_labelmap, load_volume
 
-__all__ = ["PROFILES", "TrainConfig", "TrainResult", "train"]
+__all__ = ["PROFILES", "TrainConfig", "TrainResult", "profile_settings", "train"]
 
 # Named starting points for a TrainConfig. "standard": the paper's recipe (128-px images, ResNet-18,
 # its image + pose loss), for a GPU. "quick": 64-px images, a half-width network and the pose term
@@ -74,6 +74,15 @@ PROFILES: dict[str, dict] = {
     "standard": {},
     "quick": {"image_size": 64, "width": 32, "batch_size": 16, "lr": 3e-3, "pose_loss_fraction": 1.0},
 }
+
+
+
+def profile_settings(name: str, **overrides) -> dict:
+    """TrainConfig fields of profile ``name``, with the ``overrides`` that are not None on top."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown training profile {name!r}; choose one of {sorted(PROFILES)}")
+    return {**PROFILES[name], **{k: v for k, v in overrides.items() if v is not None}}
+
 
 _VALIDATION_KEY = -1  # generator key of the held-out poses (iterations are >= 0)
 

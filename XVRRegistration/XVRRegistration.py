@@ -618,7 +618,7 @@ class XVRRegistrationJob:
         return self
 
     def _next(self) -> None:
-        from xvrcore.jobs import JobRunner
+        from xvrcore.app.jobs import JobRunner
 
         self.index += 1
         if self.index >= len(self.commands) or self.cancelRequested:
@@ -638,7 +638,7 @@ class XVRRegistrationJob:
             self.runner.cancel()
 
     def poll(self) -> dict:
-        from xvrcore.jobs import EXIT_CANCELLED
+        from xvrcore.io.events import EXIT_CANCELLED
 
         results, log, events, status = [], [], [], None
         if self.runner is None:
@@ -802,8 +802,8 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         return int(text)
 
     def readXray(self, path, frame=None, maskFrame=None, overrides=None):
-        """The X-ray with its C-arm geometry (:func:`xvrcore.dicom_xray.read_xray`)."""
-        from xvrcore.dicom_xray import GeometryOverrides, read_xray
+        """The X-ray with its C-arm geometry (:func:`xvrcore.xray.reader.read_xray`)."""
+        from xvrcore.xray.reader import GeometryOverrides, read_xray
 
         mask = None if maskFrame is None or int(maskFrame) < 0 else int(maskFrame)
         return read_xray(path, frame=self._frameValue(frame), mask_frame=mask, overrides=GeometryOverrides(**(overrides or {})))
@@ -811,7 +811,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def _volumeCenter(volumeNode):
         import numpy as np
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         if volumeNode is None or volumeNode.GetImageData() is None:
             return np.zeros(3)
@@ -823,7 +823,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         """The nominal C-arm pose of the DICOM header about the volume centre (a frontal view if it has no angles)."""
         import numpy as np
         import torch
-        from xvrcore.positioner import pose_from_positioner, pose_from_xray
+        from xvrcore.geometry.positioner import pose_from_positioner, pose_from_xray
 
         center = torch.as_tensor(self._volumeCenter(volumeNode), dtype=torch.float64)
         if xray.primary_angle is not None and xray.sod is not None:
@@ -837,7 +837,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         Creates the X-ray node, its pose transform node (TransformToParent = camera → world), the C-arm
         frustum and the textured detector plane (both in camera coordinates under the pose node).
         """
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         path = pathlib.Path(path)
         xray = self.readXray(path, frame, maskFrame, overrides)
@@ -871,7 +871,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     def reloadXray(self, xrayNode, frame="max", maskFrame=-1, overrides=None):
         """Read the X-ray again with another frame choice or other geometry overrides (same pose)."""
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         xray = self.readXray(xrayNode.GetAttribute("XVR.Source"), frame, maskFrame, overrides)
         pose = self.pose(xrayNode)
@@ -896,7 +896,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         A model's texture is a display pipeline connection, which scenes do not save; the X-ray
         volume itself is saved, so its pixels (no DICOM file needed) give the texture back.
         """
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         restored = 0
         for node in self.xrayNodes(scene):
@@ -935,13 +935,13 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def poseNode(xrayNode):
-        from xvrcore.mrml import REFERENCE_ROLES
+        from XVRCoreLib.mrml import REFERENCE_ROLES
 
         return xrayNode.GetNodeReference(REFERENCE_ROLES["pose"]) if xrayNode is not None else None
 
     def pose(self, xrayNode):
         """``camera_to_world`` of the X-ray (its pose transform node, to the world)."""
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         poseNode = self.poseNode(xrayNode)
         if poseNode is None:
@@ -949,7 +949,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         return mrml.pose_from_transform_node(poseNode)
 
     def _imageNodes(self, xrayNode) -> list:
-        from xvrcore.mrml import REFERENCE_ROLES
+        from XVRCoreLib.mrml import REFERENCE_ROLES
 
         nodes = [xrayNode]
         for role in ("drr", "outlines", "checkerboard"):
@@ -960,7 +960,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     def followPose(self, xrayNode) -> None:
         """Put the X-ray (and its DRR, outlines, checkerboard) on the detector plane of its current pose."""
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         pose = self.pose(xrayNode)
         for node in self._imageNodes(xrayNode):
@@ -968,14 +968,14 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     def setPose(self, xrayNode, cameraToWorld) -> None:
         """Set the X-ray's pose (its transform node) and move its images with it."""
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         mrml.set_pose(self.poseNode(xrayNode), cameraToWorld)
         self.followPose(xrayNode)
 
     def usePoseNode(self, xrayNode, transformNode) -> None:
         """Make ``transformNode`` the X-ray's pose (it takes the current pose; the beam models move under it)."""
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         pose = self.pose(xrayNode) if self.poseNode(xrayNode) is not None else None
         xrayNode.SetNodeReferenceID(mrml.REFERENCE_ROLES["pose"], transformNode.GetID())
@@ -994,7 +994,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         already placed keep their world positions.
         """
         import numpy as np
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         poseNode = self.poseNode(xrayNode)
         if poseNode is None or markupsNode.GetParentTransformNode() is poseNode:
@@ -1014,7 +1014,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         """
         import numpy as np
         import torch
-        from xvrcore.registration import updated_pose
+        from xvrcore.registration.optimizer import updated_pose
 
         pose = torch.as_tensor(self.pose(xrayNode))
         center = torch.as_tensor(self._volumeCenter(volumeNode), dtype=torch.float64)
@@ -1028,15 +1028,15 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
     def resolveModel(modelPath=None, modelRepository=None):
         repository = (modelRepository or "").strip()
         if repository:
-            from xvrcore.hub import pull
+            from xvrcore.learning.hub import pull
 
             return pull(repository)
         if modelPath is None or str(modelPath) in ("", "."):
             raise ValueError(_("Select the trained model file."))
         path = pathlib.Path(modelPath)
         if str(path).endswith(".pth"):
-            from xvrcore.checkpoint import import_xvr
-            from xvrcore.hub import models_dir
+            from xvrcore.learning.checkpoint import import_xvr
+            from xvrcore.learning.hub import models_dir
 
             return import_xvr(path, models_dir() / path.stem)
         return path
@@ -1045,7 +1045,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
     def trainedModel(scene):
         """The model the XVR Training module last produced (its parameter node), if any."""
         try:
-            from xvrcore import mrml
+            from XVRCoreLib import mrml
         except ImportError:  # the dependencies are installed on first use
             return None
         value = mrml.module_parameter(scene, "XVRTraining", "trainedModel")
@@ -1055,9 +1055,9 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     def drrVolume(self, volumeNode):
         """The renderer's attenuation volume of a CT node (cached until the node changes)."""
-        from xvrcore import mrml
-        from xvrcore.attenuation import to_attenuation
-        from xvrcore.renderer import DRRVolume
+        from xvrcore.drr.render import DRRVolume
+        from xvrcore.volume.attenuation import to_attenuation
+        from XVRCoreLib import mrml
 
         key = (volumeNode.GetID(), volumeNode.GetMTime(), volumeNode.GetImageData().GetMTime(), _ijkToWorldKey(volumeNode))
         cached = self._drrCache.get(volumeNode.GetID())
@@ -1068,9 +1068,9 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     def structureVolumes(self, segmentationNode, volumeNode):
         """One small volume per segment (1 inside) for reprojecting outlines, with names and colours."""
-        from xvrcore import mrml
-        from xvrcore.labels import structure_volumes
-        from xvrcore.renderer import DRRVolume
+        from xvrcore.drr.render import DRRVolume
+        from xvrcore.volume.labels import structure_volumes
+        from XVRCoreLib import mrml
 
         key = (segmentationNode.GetID(), segmentationNode.GetMTime(), volumeNode.GetID(), _ijkToWorldKey(volumeNode))
         cached = self._structureCache.get(segmentationNode.GetID())
@@ -1084,7 +1084,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
     def _displayGrid(self, xrayNode, maxSize=DISPLAY_SIZE):
         """The X-ray area-downsampled to the display grid, its mask and intrinsics."""
         import torch
-        from xvrcore.registration import downsample, downsample_mask
+        from xvrcore.registration.optimizer import downsample, downsample_mask
 
         xray = self.xray(xrayNode)
         image, k = downsample(torch.as_tensor(xray.pixels), xray.intrinsics, maxSize)
@@ -1099,9 +1099,9 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         """
         import numpy as np
         import torch
-        from xvrcore import mrml
-        from xvrcore.overlay import structure_masks
-        from xvrcore.renderer import render
+        from xvrcore.drr.render import render
+        from xvrcore.io.overlay import structure_masks
+        from XVRCoreLib import mrml
 
         scene = xrayNode.GetScene()
         pose = self.pose(xrayNode)
@@ -1132,8 +1132,8 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
     def checkerboardNode(self, xrayNode, tiles=8):
         """A checkerboard of the X-ray and its DRR (even tiles X-ray, odd tiles DRR) on the detector plane."""
         import numpy as np
-        from xvrcore import mrml
-        from xvrcore.overlay import checkerboard_picture
+        from xvrcore.io.overlay import checkerboard_picture
+        from XVRCoreLib import mrml
 
         drrNode = xrayNode.GetNodeReference(mrml.REFERENCE_ROLES["drr"])
         if drrNode is None:
@@ -1153,7 +1153,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     def showXray(self, xrayNode, sliceNode, opacity=0.5, showOutlines=True) -> None:
         """The X-ray in ``sliceNode``'s view, aligned to its plane, with the DRR and outlines over it."""
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         scene = xrayNode.GetScene()
         drr = xrayNode.GetNodeReference(mrml.REFERENCE_ROLES["drr"])
@@ -1189,7 +1189,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         return display
 
     def showCheckerboard(self, xrayNode, sliceNode) -> None:
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         node = self.checkerboardNode(xrayNode)
         mrml.show_in_slice_view(xrayNode.GetScene(), sliceNode, xrayNode, node, None, 1.0)
@@ -1219,8 +1219,8 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
     def registrationCommand(python, xrayPaths, volumePath, outputDirectory, labelsPath=None, labelNamesPath=None,
                             initPose=None, landmarks=None, model=None, frame=None, maskFrame=None, overrides=None,
                             device="auto", cancelFile=None, overwrite=True) -> list:
-        """The ``xvrcore register`` command line (``python -m xvrcore.cli register ... --progress-json``)."""
-        command = [str(python), "-m", "xvrcore.cli", "register", *[str(p) for p in xrayPaths],
+        """The ``xvrcore register`` command line (``python -m xvrcore register ... --progress-json``)."""
+        command = [str(python), "-m", "xvrcore", "register", *[str(p) for p in xrayPaths],
                    "--volume", str(volumePath), "--output", str(outputDirectory)]
         if labelsPath:
             command += ["--labels", str(labelsPath)]
@@ -1261,11 +1261,11 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         folder, an xvr ``.pth`` converted once, or a Hugging Face repository pulled once), ``"landmarks"`` (``xrayLandmarks`` placed on the X-ray, ``volumeLandmarks`` in the CT; only the
         first X-ray) or ``"current"`` (each X-ray's current pose). Results go to ``outputDirectory``.
         """
-        from xvrcore import mrml
-        from xvrcore.jobs import CANCEL_FILE
-        from xvrcore.landmarks import write_landmarks
-        from xvrcore.pipeline import input_stem
-        from xvrcore.pose_io import camera_pose, write_pose_json
+        from xvrcore.io.events import CANCEL_FILE
+        from xvrcore.io.pose_json import camera_pose, write_pose_json
+        from xvrcore.registration.landmarks import write_landmarks
+        from xvrcore.registration.pipeline import input_stem
+        from XVRCoreLib import mrml
 
         xrayNodes = [n for n in xrayNodes if self.isXray(n)]
         if not xrayNodes:
@@ -1328,7 +1328,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     def applyResult(self, xrayNode, resultJson, volumeNode=None, segmentationNode=None):
         """Load a result JSON of ``xvrcore register``: the pose, the quality, and the overlays."""
-        from xvrcore.pose_io import read_pose_json
+        from xvrcore.io.pose_json import read_pose_json
 
         result = read_pose_json(resultJson)
         self.setPose(xrayNode, result.camera_to_world)
@@ -1358,10 +1358,10 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         """Save the pose transform as Slicer saves transforms (``<name>.h5``) and the result JSON beside it.
 
         The transform node's TransformToParent maps the camera frame to the CT's RAS frame; the JSON is
-        the shared result format (``xvrcore.pose_io``) of the current pose, with the registration's record.
+        the shared result format (``xvrcore.io.pose_json``) of the current pose, with the registration's record.
         """
-        from xvrcore import mrml
-        from xvrcore.pose_io import PoseFileError, camera_pose, read_pose_json, write_pose_json
+        from xvrcore.io.pose_json import PoseFileError, camera_pose, read_pose_json, write_pose_json
+        from XVRCoreLib import mrml
 
         if str(directory) in ("", "."):
             raise ValueError(_("Select an output directory for the results."))
@@ -1474,13 +1474,13 @@ class XVRRegistrationTest(ScriptedLoadableModuleTest):
         """A synthetic XA DICOM of a synthetic CT: imported on its detector plane, DRR and outline overlays."""
         import numpy as np
         import torch
-        from xvrcore import mrml
-        from xvrcore.attenuation import to_attenuation
-        from xvrcore.geometry import Detector
-        from xvrcore.positioner import pose_from_positioner
-        from xvrcore.renderer import DRRVolume
-        from xvrcore.synthesis import synthesize_xray, write_xray_dicom
-        from xvrcore.volume import volume_from_array
+        from xvrcore.drr.render import DRRVolume
+        from xvrcore.geometry.camera import Detector
+        from xvrcore.geometry.positioner import pose_from_positioner
+        from xvrcore.volume.attenuation import to_attenuation
+        from xvrcore.volume.grid import volume_from_array
+        from xvrcore.xray.synthesis import synthesize_xray, write_xray_dicom
+        from XVRCoreLib import mrml
 
         self.delayDisplay("Synthesizing a CT and an X-ray")
         data = np.full((40, 48, 48), -1000.0, dtype=np.float32)

@@ -371,7 +371,7 @@ class XVRTrainingJob:
     """
 
     def __init__(self, command, outputDirectory, progressTable=None, validationTable=None, chart=None, env=None):
-        from xvrcore.jobs import JobRunner
+        from xvrcore.app.jobs import JobRunner
 
         self.command = [str(c) for c in command]
         self.outputDirectory = pathlib.Path(outputDirectory)
@@ -401,7 +401,7 @@ class XVRTrainingJob:
 
     def poll(self) -> dict:
         """Events and log lines since the last call, applied to the tables; see XVRTrainingWidget.onPoll."""
-        from xvrcore.jobs import EXIT_CANCELLED
+        from xvrcore.io.events import EXIT_CANCELLED
 
         update = self.runner.poll()
         status = None
@@ -527,7 +527,7 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
         if str(outputDirectory) in ("", "."):
             return False
         try:
-            from xvrcore.checkpoint import latest_checkpoint
+            from xvrcore.learning.checkpoint import latest_checkpoint
         except ImportError:  # dependencies not installed yet
             return False
         try:
@@ -574,11 +574,11 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
     def trainingCommand(python, volumePath, outputDirectory, preset="pelvis", customRanges=None, orientation=None,
                         labelmapPath=None, labels=None, initFrom=None, minutes=5.0, iterations=None, device="auto",
                         batchSize=0, resume=False, threads=None, extra=(), profile="standard") -> list:
-        """The ``xvrcore train`` command line (``python -m xvrcore.cli train ... --progress-json``).
+        """The ``xvrcore train`` command line (``python -m xvrcore train ... --progress-json``).
 
-        ``profile``: ``standard`` or ``quick`` (``xvrcore.training.PROFILES``); ``batchSize`` 0 takes the profile's.
+        ``profile``: ``standard`` or ``quick`` (``xvrcore.learning.training.PROFILES``); ``batchSize`` 0 takes the profile's.
         """
-        command = [str(python), "-m", "xvrcore.cli", "train", "--volume", str(volumePath), "--output", str(outputDirectory),
+        command = [str(python), "-m", "xvrcore", "train", "--volume", str(volumePath), "--output", str(outputDirectory),
                    "--preset", "pelvis" if preset == "custom" else str(preset)]
         if customRanges:
             for name in CUSTOM_RANGE_NAMES:
@@ -612,7 +612,7 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
         The volume is written in world coordinates (its parent transforms applied), with xvrcore's
         writer, so the process reads exactly what Slicer shows.
         """
-        from xvrcore import mrml
+        from XVRCoreLib import mrml
 
         inputs = pathlib.Path(outputDirectory) / "inputs"
         inputs.mkdir(parents=True, exist_ok=True)
@@ -632,7 +632,7 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
         """A usable model folder (or .pth) from a path or a Hugging Face repository (downloaded, cached)."""
         repository = (pretrainedRepository or "").strip()
         if repository:
-            from xvrcore.hub import pull
+            from xvrcore.learning.hub import pull
 
             return pull(repository)
         if pretrainedModel is not None and str(pretrainedModel) not in ("", "."):
@@ -761,7 +761,7 @@ class XVRTrainingTest(ScriptedLoadableModuleTest):
         command = logic.trainingCommand("PythonSlicer", "ct.nii.gz", "out", preset="custom",
                                         customRanges={n: [-1.0, 1.0] for n in CUSTOM_RANGE_NAMES}, orientation="AP",
                                         minutes=2.0, device="cpu", resume=True)
-        self.assertEqual(command[1:4], ["-m", "xvrcore.cli", "train"])
+        self.assertEqual(command[1:4], ["-m", "xvrcore", "train"])
         self.assertIn("--progress-json", command)
         self.assertIn("--resume", command)
         self.assertEqual(command[command.index("--orientation") + 1], "AP")

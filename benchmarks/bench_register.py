@@ -2,7 +2,7 @@
 optimisation re-implemented on DiffDRR 0.6.1, on the same synthetic X-rays from the same starts.
 
 For each of ``--n`` X-rays of the pelvis CT (views drawn as in the accuracy harness,
-``xvrcore.evaluate``): a realistic detector image (exact Siddon, photon noise, gain, blur,
+``xvrcore.app.evaluate``): a realistic detector image (exact Siddon, photon noise, gain, blur,
 collimation) is written as an XA DICOM and read back with our reader, which gives both methods
 the same line-integral-like intensities (dense = high). The start is the harness's perturbation
 of the true pose (20–40 mm, up to 10° about the volume centre). Then
@@ -73,7 +73,7 @@ class ReferenceSettings:
 class Case:
     """One synthetic X-ray with its truth and start (our convention)."""
 
-    xray: object  # xvrcore.dicom_xray.XrayImage
+    xray: object  # xvrcore.xray.reader.XrayImage
     true: torch.Tensor
     start: torch.Tensor
 
@@ -83,11 +83,11 @@ class Case:
 
 def make_cases(mu, center: torch.Tensor, size: int, n: int, seed: int, workdir: Path) -> list[Case]:
     """Synthetic X-ray DICOMs read back with our reader, and perturbed starts (as the harness does)."""
-    from xvrcore.dicom_xray import read_xray
-    from xvrcore.evaluate import PRESETS, perturb, sample_true_pose
-    from xvrcore.geometry import Detector
-    from xvrcore.renderer import DRRVolume
-    from xvrcore.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
+    from xvrcore.app.evaluate import PRESETS, perturb, sample_true_pose
+    from xvrcore.drr.render import DRRVolume
+    from xvrcore.geometry.camera import Detector
+    from xvrcore.xray.reader import read_xray
+    from xvrcore.xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
 
     exact = DRRVolume.from_volume(mu, dtype=torch.float64)
     detector = Detector(SDD, size, size, FOV / size, FOV / size)  # DeepFluoro-like, 256² class
@@ -230,7 +230,7 @@ class DiffDRRReference:
 
 def to_reference(pose: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     """Our camera-to-world of a mirrored (DICOM) image -> DiffDRR pose (AP, reverse_x_axis=False)."""
-    from xvrcore.carm import to_diffdrr
+    from xvrcore.geometry.carm import to_diffdrr
 
     p, reverse_x_axis = to_diffdrr(pose, True, "AP", center)
     assert not reverse_x_axis
@@ -238,7 +238,7 @@ def to_reference(pose: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
 
 
 def from_reference(pose: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-    from xvrcore.carm import from_diffdrr
+    from xvrcore.geometry.carm import from_diffdrr
 
     p, mirrored = from_diffdrr(pose.double(), "AP", False, center)
     assert mirrored  # DiffDRR's AP image without x reversal is the detector-side (DICOM) view
@@ -249,14 +249,14 @@ def from_reference(pose: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
 
 
 def _ncc(a: torch.Tensor, b: torch.Tensor) -> float:
-    from xvrcore.metrics import ncc
+    from xvrcore.metrics.similarity import ncc
 
     return float(ncc(a.double(), b.double()))
 
 
 def check_alignment(case: Case, crop: int, volume, reference: DiffDRRReference, center: torch.Tensor) -> dict:
     """NCC with the X-ray (cropped to the exposed field) of our DRR and DiffDRR's at the true pose."""
-    from xvrcore.renderer import render
+    from xvrcore.drr.render import render
 
     det = case.xray.detector
     h, w = det.rows - 2 * crop, det.cols - 2 * crop
@@ -276,8 +276,8 @@ def check_alignment(case: Case, crop: int, volume, reference: DiffDRRReference, 
 
 
 def run_case(case: Case, volume, reference: DiffDRRReference, our_settings, targets, center) -> dict:
-    from xvrcore.evaluate import pose_errors
-    from xvrcore.registration import register
+    from xvrcore.app.evaluate import pose_errors
+    from xvrcore.registration.optimizer import register
 
     xray = case.xray
     crop = symmetric_crop(xray.mask, max(reference.settings.factors))
@@ -303,8 +303,8 @@ def run_case(case: Case, volume, reference: DiffDRRReference, our_settings, targ
 
 def _warm_up(volume, pose: torch.Tensor, xray, settings) -> None:
     """Build the volume pyramid levels and slice stacks our stages use (setup, not timed)."""
-    from xvrcore.registration import downsample
-    from xvrcore.renderer import render
+    from xvrcore.drr.render import render
+    from xvrcore.registration.optimizer import downsample
 
     with torch.no_grad():
         for stage in settings.stages:
@@ -363,12 +363,12 @@ def main(argv=None) -> int:
         args.n, args.n_itrs = 1, min(args.n_itrs, QUICK_ITERATIONS)
     torch.set_num_threads(args.threads)
 
-    from xvrcore.attenuation import to_attenuation
-    from xvrcore.demo import PELVIS_CT, shared_data_dir
-    from xvrcore.evaluate import target_points
-    from xvrcore.registration import RegistrationSettings
-    from xvrcore.renderer import DRRVolume
-    from xvrcore.volume import load_volume
+    from xvrcore.app.demo import PELVIS_CT, shared_data_dir
+    from xvrcore.app.evaluate import target_points
+    from xvrcore.drr.render import DRRVolume
+    from xvrcore.registration.optimizer import RegistrationSettings
+    from xvrcore.volume.attenuation import to_attenuation
+    from xvrcore.volume.grid import load_volume
 
     ct_path = Path(args.ct) if args.ct else shared_data_dir() / PELVIS_CT
     ct = load_volume(ct_path)

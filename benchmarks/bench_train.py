@@ -1,6 +1,6 @@
 """Training throughput: images/s of render + forward + backward + step, per network profile.
 
-Runs ``xvrcore.training.train`` for ``--seconds`` per configuration on the pelvis CT and reads
+Runs ``xvrcore.learning.training.train`` for ``--seconds`` per configuration on the pelvis CT and reads
 the images/s of its last progress event (setup and the final validation are not counted).
 Configurations, side by side in the same run (the first is the reference of the ratios):
 
@@ -28,12 +28,12 @@ EXTRA = {"paper-batch": ("standard", {"batch_size": 116})}  # name: (profile, ov
 
 def measure(name: str, ct: Path, device: str, seconds: float, threads: int | None) -> dict:
     """images/s of one configuration, from the training engine's own progress events."""
-    from xvrcore.training import TrainConfig, profile_settings, train
+    from xvrcore.learning.training import TrainSettings, profile_settings, train
 
     profile, overrides = EXTRA.get(name, (name, {}))
     events: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(volumes=[str(ct)], output=str(Path(tmp) / name), preset="pelvis", minutes=seconds / 60.0,
+        config = TrainSettings(volumes=[str(ct)], output=str(Path(tmp) / name), preset="pelvis", minutes=seconds / 60.0,
                              device=device, threads=threads, validate_every=0, validation_size=4, checkpoint_every=0,
                              checkpoint_minutes=1e9, progress_bar=False, **profile_settings(profile, **overrides))
         result = train(config, progress=events.append)
@@ -45,8 +45,8 @@ def measure(name: str, ct: Path, device: str, seconds: float, threads: int | Non
 
 def main(argv=None) -> int:
     import torch
-    from xvrcore.demo import PELVIS_CT, shared_data_dir
-    from xvrcore.training import PROFILES
+    from xvrcore.app.demo import PELVIS_CT, shared_data_dir
+    from xvrcore.learning.training import PROFILES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ct", default=None, help="default: the shipped pelvis CT")

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import torch
 
+
 def _default_ct() -> str:
     """The shared pelvis CT: ``$XVR_SHARED_DATA`` or ``shared/data`` beside the repository."""
     root = os.environ.get("XVR_SHARED_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -1,6 +1,6 @@
 """CPU-budget training experiment: a patient-specific pelvis network after M minutes on the CPU.
 
-1. Train ``xvrcore.training.train`` on the pelvis CT (preset "pelvis", the paper's Table S2
+1. Train ``xvrcore.learning.training.train`` on the pelvis CT (preset "pelvis", the paper's Table S2
    ranges) for ``--minutes`` of wall time.
 2. Held-out test: ``--n`` synthetic X-ray DICOMs (exact Siddon, noise, gain, blur, collimation)
    at poses drawn from the same ranges with another seed, on a detector with other intrinsics
@@ -25,19 +25,19 @@ import torch
 
 
 def main(argv=None) -> int:
-    from xvrcore.attenuation import to_attenuation
-    from xvrcore.checkpoint import load_model
-    from xvrcore.demo import PELVIS_CT, shared_data_dir
-    from xvrcore.dicom_xray import read_xray
-    from xvrcore.evaluate import pose_errors, target_points
-    from xvrcore.geometry import Detector
-    from xvrcore.inference import VolumeFrame, predict_pose
-    from xvrcore.registration import register
-    from xvrcore.renderer import DRRVolume
-    from xvrcore.sampling import PRESETS, keyed_generator, sample_poses
-    from xvrcore.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
-    from xvrcore.training import PROFILES, TrainConfig, profile_settings, train
-    from xvrcore.volume import load_volume
+    from xvrcore.app.demo import PELVIS_CT, shared_data_dir
+    from xvrcore.app.evaluate import pose_errors, target_points
+    from xvrcore.drr.render import DRRVolume
+    from xvrcore.geometry.camera import Detector
+    from xvrcore.learning.checkpoint import load_model
+    from xvrcore.learning.inference import PatientFrame, predict_pose
+    from xvrcore.learning.sampling import PRESETS, keyed_generator, sample_poses
+    from xvrcore.learning.training import PROFILES, TrainSettings, profile_settings, train
+    from xvrcore.registration.optimizer import register
+    from xvrcore.volume.attenuation import to_attenuation
+    from xvrcore.volume.grid import load_volume
+    from xvrcore.xray.reader import read_xray
+    from xvrcore.xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ct", default=None)
@@ -60,14 +60,14 @@ def main(argv=None) -> int:
     if not args.skip_training:
         settings = profile_settings(args.profile, batch_size=args.batch_size, image_size=args.image_size, width=args.width,
                                     lr=args.lr, pose_loss_fraction=args.pose_loss_fraction)
-        result = train(TrainConfig(volumes=[str(ct_path)], output=str(out / "model"), preset="pelvis", minutes=args.minutes,
+        result = train(TrainSettings(volumes=[str(ct_path)], output=str(out / "model"), preset="pelvis", minutes=args.minutes,
                                    threads=args.threads, **settings))
         print(f"trained {result.iterations} iterations in {time.perf_counter() - t0:.0f} s", flush=True)
     model = load_model(out / "model")
     ct = load_volume(ct_path)
     mu = to_attenuation(ct)
     center = torch.as_tensor(ct.center)
-    frame = VolumeFrame.from_volume(ct)
+    frame = PatientFrame.from_volume(ct)
     volume, exact = DRRVolume.from_volume(mu), DRRVolume.from_volume(mu, dtype=torch.float64)
     targets = target_points(mu, 30, np.random.default_rng(0))
     detector = Detector(1020.0, 256, 256, 278.6 / 256 * 1.1, 278.6 / 256 * 1.1)  # other pixels and field than the model's

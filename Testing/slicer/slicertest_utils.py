@@ -113,8 +113,8 @@ def load_module_script(module: str):
 def true_pose(center, primary=20.0, secondary=-8.0, roll=2.0, offset=(4.0, -3.0), sod=650.0):
     """A C-arm pose the DICOM header cannot express exactly (in-plane roll, isocentre off the ray)."""
     import torch
-    from xvrcore.positioner import pose_from_positioner
-    from xvrcore.rotations import axis_angle_to_matrix
+    from xvrcore.geometry.positioner import pose_from_positioner
+    from xvrcore.geometry.rotations import axis_angle_to_matrix
 
     nominal = pose_from_positioner(primary, secondary, sod, torch.as_tensor(np.asarray(center, dtype=np.float64)))
     pose = nominal.clone()

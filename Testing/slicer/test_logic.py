@@ -18,12 +18,12 @@ import pytest
 slicer = pytest.importorskip("slicer")
 torch = pytest.importorskip("torch")
 
-from xvrcore import mrml
-from xvrcore.geometry import backproject
-from xvrcore.jobs import EXIT_CANCELLED
-from xvrcore.pose_io import read_pose_json
-from xvrcore.transforms import read_pose_transform
-from xvrcore.volume import load_volume
+from xvrcore.geometry.camera import backproject
+from xvrcore.io.events import EXIT_CANCELLED
+from xvrcore.io.itk_transform import read_pose_transform
+from xvrcore.io.pose_json import read_pose_json
+from xvrcore.volume.grid import load_volume
+from XVRCoreLib import mrml
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -45,10 +45,8 @@ def ct_node(scene, torso_path):
 @pytest.fixture
 def segmentation_node(scene, torso_crop, ct_node):
     _, labels = torso_crop
-    from xvrcore.volume import load_volume as _load  # noqa: F401 - the crop's labels on the full CT's grid
-
     full = load_volume(Path(ct_node.GetStorageNode().GetFileName()))
-    from xvrcore.volume import volume_from_array
+    from xvrcore.volume.grid import volume_from_array
 
     data = np.zeros(full.data.shape, np.int16)
     crop = np.where(np.isin(labels.data, [5, 52, 31]), labels.data, 0)
@@ -217,7 +215,7 @@ def test_landmark_start_writes_pixels_and_ct_points(registration_module, scene, 
     path, truth = synthetic_xrays["view_a"]
     node = logic.importXray(path, scene, ct_node)
     k = logic.xray(node).intrinsics
-    from xvrcore.geometry import project
+    from xvrcore.geometry.camera import project
 
     center = logic._volumeCenter(ct_node)
     points = center + np.array([[30, 20, 10], [-40, 10, -20], [25, -35, 15], [-20, -25, -30], [5, 40, 35.0]])
@@ -252,7 +250,7 @@ def test_registration_command_line(registration_module):
                                         landmarks="lm", model="ignored: landmarks win", frame="3", maskFrame=0,
                                         overrides={"pixel_spacing": 0.3, "sdd": 1000.0, "primary_angle": 10.0,
                                                    "secondary_angle": -5.0}, device="cpu", cancelFile="job/CANCEL")
-    from xvrcore.cli import build_parser
+    from xvrcore.app.cli import build_parser
 
     args = build_parser().parse_args(command[3:])  # what the real CLI makes of it
     assert args.command == "register" and args.xrays == ["a.dcm"] and args.landmarks == "lm"
@@ -264,7 +262,7 @@ def test_registration_command_line(registration_module):
 
 
 def test_registration_status_says_when_a_wider_search_retries(registration_module, tmp_path):
-    script = ("import time; from xvrcore.jobs import emit; "
+    script = ("import time; from xvrcore.io.events import emit; "
               "emit('progress', input='a.dcm', fraction=0.2, attempt=1, stage=1, iteration=5, similarity=0.41); "
               "emit('progress', input='a.dcm', fraction=0.3, attempt=2, stage=0, iteration=1, similarity=0.35); "
               "time.sleep(3)")  # a retry's first event, then still running
@@ -296,7 +294,7 @@ def test_training_job_streams_progress_cancels_and_resumes(training_module, regi
     assert not logic.canResume(out)
     job = logic.startTraining(ct_node, segmentation, out, preset="pelvis", device="cpu", batchSize=2, iterations=100000,
                               threads=1, extra=TINY)
-    assert job.command[1:4] == ["-m", "xvrcore.cli", "train"] and "--labelmap" in job.command
+    assert job.command[1:4] == ["-m", "xvrcore", "train"] and "--labelmap" in job.command
     assert job.command[job.command.index("--profile") + 1] == "quick"  # no GPU asked for
     deadline, statuses = time.monotonic() + 180, []
     while time.monotonic() < deadline:
@@ -335,16 +333,16 @@ def test_training_job_streams_progress_cancels_and_resumes(training_module, regi
     registration = registration_module.XVRRegistrationLogic()
     model = registration.resolveModel(registration.trainedModel(scene))
     assert Path(model) == out
-    from xvrcore.checkpoint import load_model
+    from xvrcore.learning.checkpoint import load_model
 
     assert load_model(model).metadata["training"]["iteration"] == iteration + 2
     # The registration process starts from the model's estimate (`xvrcore register --model`): a synthetic X-ray of
     # the CT the model was trained on, registered in the background from the model's start.
     from slicertest_utils import true_pose
-    from xvrcore.attenuation import to_attenuation
-    from xvrcore.geometry import Detector
-    from xvrcore.renderer import DRRVolume
-    from xvrcore.synthesis import synthesize_xray, write_xray_dicom
+    from xvrcore.drr.render import DRRVolume
+    from xvrcore.geometry.camera import Detector
+    from xvrcore.volume.attenuation import to_attenuation
+    from xvrcore.xray.synthesis import synthesize_xray, write_xray_dicom
 
     detector = Detector(1020.0, 48, 48, 5.0, 5.0)
     pose = true_pose(ct.center, 0.0, 0.0, roll=0.0, offset=(0.0, 0.0), sod=750.0)
@@ -367,7 +365,7 @@ def test_training_command_line_parses(training_module):
     command = logic.trainingCommand("py", "ct.nii.gz", "out", preset="custom", customRanges=ranges, orientation="AP",
                                     labelmapPath="l.nii.gz", labels=[3, 4], initFrom="pre", minutes=2.5, device="cpu",
                                     batchSize=8, resume=True)
-    from xvrcore.cli import _training_config, build_parser
+    from xvrcore.app.cli import _training_config, build_parser
 
     args = build_parser().parse_args(command[3:])
     config = _training_config(args)
@@ -379,7 +377,7 @@ def test_training_command_line_parses(training_module):
 
 def test_training_profiles_set_the_network_and_the_loss(training_module):
     logic = training_module.XVRTrainingLogic
-    from xvrcore.cli import _training_config, build_parser
+    from xvrcore.app.cli import _training_config, build_parser
 
     def config(**kw):
         return _training_config(build_parser().parse_args(logic.trainingCommand("py", "ct.nii.gz", "out", **kw)[3:]))

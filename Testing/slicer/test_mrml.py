@@ -1,4 +1,4 @@
-"""xvrcore.mrml against real MRML scenes (the ``slicer-core`` wheel: Slicer's own C++ data model and IO).
+"""XVRCoreLib.mrml against real MRML scenes (the ``slicer-core`` wheel: Slicer's own C++ data model and IO).
 
 Volumes keep xvrcore's exact affine; the X-ray sits where the renderer's rays hit the detector; transform
 nodes carry camera → world in the direction Slicer saves and loads; outlines lie on projected segments;
@@ -14,15 +14,15 @@ slicer = pytest.importorskip("slicer")
 torch = pytest.importorskip("torch")
 
 from slicertest_utils import TORSO, new_scene, true_pose
-from xvrcore import mrml
-from xvrcore.attenuation import to_attenuation
-from xvrcore.geometry import Detector, Intrinsics, backproject, project
-from xvrcore.labels import structure_volumes
-from xvrcore.landmarks import solve_pnp
-from xvrcore.overlay import structure_masks
-from xvrcore.renderer import DRRVolume
-from xvrcore.transforms import read_pose_transform, write_pose_transform
-from xvrcore.volume import load_volume, volume_from_array
+from xvrcore.drr.render import DRRVolume
+from xvrcore.geometry.camera import Detector, Intrinsics, backproject, project
+from xvrcore.io.itk_transform import read_pose_transform, write_pose_transform
+from xvrcore.io.overlay import structure_masks
+from xvrcore.registration.landmarks import solve_pnp
+from xvrcore.volume.attenuation import to_attenuation
+from xvrcore.volume.grid import load_volume, volume_from_array
+from xvrcore.volume.labels import structure_volumes
+from XVRCoreLib import mrml
 
 KEPT = {5: "liver", 52: "aorta", 31: "vertebra"}  # TotalSegmentator ids in the crop
 
@@ -165,7 +165,7 @@ def test_frustum_under_the_pose_transform_reaches_the_detector_corners(scene):
     pose = true_pose((0.0, 0.0, 0.0), 10.0, 5.0)
     transform = mrml.pose_transform_node(scene, pose.numpy())
     model = mrml.frustum_model_node(scene, k, detector.sdd, transform)
-    from xvrcore.geometry import frustum_corners
+    from xvrcore.geometry.camera import frustum_corners
 
     points = slicer.util.arrayFromModelPoints(model)
     world = points @ pose.numpy()[:3, :3].T + pose.numpy()[:3, 3]
@@ -293,7 +293,7 @@ def test_attenuation_volume_from_a_node_renders(scene, torso_crop):
     node = mrml.volume_node_from_volume(scene, ct, name="CT")
     volume = DRRVolume.from_volume(to_attenuation(mrml.volume_from_node(node)))
     k = Intrinsics(-400.0, 400.0, 15.5, 15.5, 32, 32)
-    from xvrcore.renderer import render
+    from xvrcore.drr.render import render
 
     with torch.no_grad():
         image = render(volume, true_pose(ct.center, 0.0, 0.0).float(), k)

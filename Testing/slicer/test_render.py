@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 trame_core = pytest.importorskip("trame_slicer.core")
 trame_views = pytest.importorskip("trame_slicer.views")
 
-from xvrcore import mrml
+from XVRCoreLib import mrml
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "Resources" / "Screenshots"
@@ -56,11 +56,11 @@ def _grab(view, path: Path) -> np.ndarray:
 def rendered(registration_module, torso_path, torso_crop, tmp_path_factory):
     """The panel's scene for one synthetic X-ray of the torso CT, with a slice view and a 3D view."""
     from slicertest_utils import true_pose
-    from xvrcore.attenuation import to_attenuation
-    from xvrcore.geometry import Detector
-    from xvrcore.renderer import DRRVolume
-    from xvrcore.synthesis import synthesize_xray, write_xray_dicom
-    from xvrcore.volume import load_volume, volume_from_array
+    from xvrcore.drr.render import DRRVolume
+    from xvrcore.geometry.camera import Detector
+    from xvrcore.volume.attenuation import to_attenuation
+    from xvrcore.volume.grid import load_volume, volume_from_array
+    from xvrcore.xray.synthesis import synthesize_xray, write_xray_dicom
 
     out = tmp_path_factory.mktemp("render")
     ct = load_volume(torso_path)
@@ -214,7 +214,7 @@ def test_threed_view_shows_beam_detector_and_segments(rendered):
 
 
 def test_threed_view_shows_the_ct_by_volume_rendering(rendered):
-    from xvrcore.volume import volume_from_array
+    from xvrcore.volume.grid import volume_from_array
 
     r = rendered
     vr = r["app"].volume_rendering._logic  # Slicer's vtkSlicerVolumeRenderingLogic, registered with the scene

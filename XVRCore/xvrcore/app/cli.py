@@ -1,0 +1,404 @@
+"""Command-line interface: ``xvrcore demo``, ``render``, ``register``, ``evaluate``, ``train``, ``model``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .. import __version__
+
+__all__ = ["build_parser", "main"]
+
+_EXPECTED_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSError)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    summary = run_demo(args.output, args.ct, size=args.size, method=args.method, progress=not args.quiet,
+                       register_xray=not args.no_registration)
+    out = Path(args.output).resolve()
+    print(f"wrote {len(summary['files'])} files to {out}:")
+    for path in summary["files"]:
+        print(f"  {Path(path).resolve().relative_to(out)}")
+    if "registration" in summary:
+        reg = summary["registration"]
+        print(f"registered the simulated X-ray from its DICOM header: mTRE {reg['initial_mtre_mm']:.1f} mm at the start, "
+              f"{reg['final_mtre_mm']:.2f} mm after refinement (quality: {'pass' if reg['quality']['passed'] else 'CHECK'}, "
+              f"P(<1 mm) = {reg['quality']['p_submillimetre']:.2f})")
+    timings = ", ".join(f"{k} {v:.2f} s" for k, v in summary["timings_s"].items())
+    print(f"timings: {timings}")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..drr.render import DRRVolume, render
+    from ..geometry.camera import Detector
+    from ..geometry.carm import carm_pose
+    from ..io.images import save_png, to_uint8
+    from ..io.pose_json import camera_pose, read_pose_json, write_pose_json
+    from ..volume.attenuation import to_attenuation
+    from ..volume.grid import load_volume
+
+    ct = load_volume(args.volume)
+    volume = DRRVolume.from_volume(to_attenuation(ct, bone_multiplier=args.bone_multiplier))
+    if args.pose:
+        pose = read_pose_json(args.pose)
+        intrinsics, c2w = pose.intrinsics, torch.as_tensor(pose.camera_to_world)
+    else:
+        det = Detector(args.sdd, args.size, args.size, args.spacing, args.spacing)
+        intrinsics = det.intrinsics()
+        c2w = carm_pose(torch.tensor(args.carm, dtype=torch.float64), args.orientation, torch.as_tensor(ct.center))
+    drr = render(volume, c2w.float(), intrinsics, method=args.method)[0, 0].numpy()
+    out = Path(args.output)
+    save_png(out, to_uint8(drr))
+    if not args.pose:
+        write_pose_json(out.with_suffix(".json"), camera_pose(intrinsics, c2w, volume=Path(args.volume).name))
+    print(f"wrote {out}")
+    return 0
+
+
+def _frame_arg(text: str) -> int | str:
+    if text in ("max", "min", "mean"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected max, min, mean or a frame number, got {text!r}") from None
+
+
+class _RegisterProgress:
+    """The progress bar and the per-input lines of ``xvrcore register`` (pipeline events in)."""
+
+    def __init__(self, show_bar: bool, verbose: bool) -> None:
+        from tqdm import tqdm
+
+        self.tqdm, self.show_bar, self.verbose = tqdm, show_bar, verbose
+        self.bar = None
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "run_start":
+            self.bar = self.tqdm(total=event["total"], desc="xvrcore register", unit="X-ray", disable=not self.show_bar,
+                                 bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
+            return
+        if self.bar is None:
+            return
+        if kind == "progress":
+            self.bar.n = event["fraction"] * event["total"]
+        elif kind in ("input_done", "input_skipped", "input_failed"):
+            self.bar.n = event["index"] + 1
+            if kind == "input_failed":
+                self.tqdm.write(f"xvrcore register: error: {event['error']}", file=sys.stderr)
+            elif self.verbose and kind == "input_done":
+                self.tqdm.write(f"{event['input']}: similarity {event['similarity']:.3f} ({event['seconds']:.1f} s)")
+            elif self.verbose:
+                self.tqdm.write(f"{event['input']}: already registered, skipped")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _register(args: argparse.Namespace) -> int:
+    import signal
+
+    import torch
+
+    from ..io.events import CancelToken
+    from ..registration.optimizer import RegistrationSettings
+    from ..registration.pipeline import PipelineSettings, register_inputs
+    from ..xray.reader import GeometryOverrides
+
+    settings = RegistrationSettings(time_budget_s=args.time_budget)
+    if args.no_retry:
+        settings = replace(settings, retry_searches=())
+    overrides = GeometryOverrides(
+        pixel_spacing=tuple(args.pixel_spacing) if args.pixel_spacing else None, sdd=args.sdd, sod=args.sod,
+        primary_angle=args.primary_angle, secondary_angle=args.secondary_angle,
+    )
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    options = PipelineSettings(
+        volume=args.volume, output=args.output, labels=args.labels, structures=args.structures,
+        label_names=args.label_names,
+        init="pose" if args.init_pose else "landmarks" if args.landmarks else "model" if args.model else "dicom",
+        model=args.model, allow_other_volume=args.allow_other_volume,
+        init_pose=args.init_pose, landmarks=args.landmarks, isocenter=args.isocenter, frame=args.frame,
+        mask_frame=args.mask_frame, overrides=overrides, device=device, overwrite=args.overwrite, settings=settings,
+    )
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    token = CancelToken(args.cancel_file, handle_signals=True)  # Ctrl-C: finish cleanly, keep results
+    progress = _RegisterProgress(show_bar=not (args.quiet or args.progress_json), verbose=not args.quiet)
+    try:
+        summary = register_inputs(args.xrays, options, progress=progress, emit_events=args.progress_json,
+                                  should_stop=token)
+    finally:
+        progress.close()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    print(f"{summary.text()} → {Path(args.output).resolve()}")
+    return summary.exit_code
+
+
+def _add_register_parser(sub) -> None:
+    reg = sub.add_parser("register", help="register X-ray/DSA DICOMs to a CT or MRA (one result per X-ray)")
+    reg.add_argument("xrays", nargs="+", metavar="XRAY", help="X-ray DICOM files, or folders of them")
+    reg.add_argument("--volume", required=True, help="CT (NIfTI, NRRD, MHA or a DICOM folder)")
+    reg.add_argument("--labels", help="label map on the volume's grid (outlines; with --structures, registration)")
+    reg.add_argument("--structures", type=int, nargs="+", metavar="ID",
+                     help="register on these labels only (needs --labels); default: the whole volume")
+    reg.add_argument("--label-names", help="label names: JSON {id: name} or a Slicer colour table")
+    start = reg.add_mutually_exclusive_group()
+    start.add_argument("--init", choices=["dicom"], default="dicom",
+                       help="start from the DICOM positioner angles (default)")
+    start.add_argument("--init-pose", metavar="POSE.json", help="start from a pose JSON (or a folder of <stem>.json)")
+    start.add_argument("--landmarks", metavar="L.json",
+                       help="start from 2D-3D landmarks (or a folder of <stem>.json)")
+    start.add_argument("--model", metavar="MODEL_DIR", help="start from a trained network's pose estimate (xvrcore train)")
+    reg.add_argument("--allow-other-volume", action="store_true",
+                        help="use a patient-specific model on a CT it was not trained on")
+    reg.add_argument("--isocenter", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                     help="RAS mm the C-arm turns about (default: the volume centre)")
+    reg.add_argument("--frame", type=_frame_arg, help="max, min, mean or a frame number (default: max over frames)")
+    reg.add_argument("--mask-frame", type=int, metavar="N", help="subtract this frame (DSA)")
+    reg.add_argument("--pixel-spacing", type=float, nargs=2, metavar=("ROW", "COL"), help="detector pixel spacing, mm")
+    reg.add_argument("--sdd", type=float, metavar="MM", help="source-detector distance")
+    reg.add_argument("--sod", type=float, metavar="MM", help="source-isocentre distance")
+    reg.add_argument("--primary-angle", type=float, metavar="DEG", help="LAO+/RAO- angle")
+    reg.add_argument("--secondary-angle", type=float, metavar="DEG", help="CRA+/CAU- angle")
+    reg.add_argument("--time-budget", type=_positive_seconds, metavar="S",
+                     help="stop refining each X-ray after S seconds (the best pose so far is the result)")
+    reg.add_argument("--no-retry", action="store_true",
+                     help="no wider searches when the result's similarity says it failed (faster, less robust)")
+    reg.add_argument("--output", required=True, help="folder for <stem>.json, .tfm, _overlay.png, _checkerboard.png")
+    reg.add_argument("--overwrite", action="store_true", help="register again inputs that already have a result")
+    reg.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    reg.add_argument("--cancel-file", help="stop cleanly (keeping finished results) when this file appears")
+    reg.add_argument("--progress-json", action="store_true", help="JSON-line progress events on stdout")
+    reg.add_argument("--quiet", action="store_true", help="no progress bar or per-X-ray lines")
+    reg.set_defaults(func=_register)
+
+
+def _training_config(args: argparse.Namespace):
+    from ..learning.training import TrainSettings, profile_settings
+
+    ranges = None
+    custom = {name: getattr(args, name) for name in ("alpha", "beta", "gamma", "x", "y", "z")}
+    if any(v is not None for v in custom.values()):
+        from ..learning.sampling import get_preset
+
+        base = get_preset(args.preset).ranges.to_dict() if args.preset else {}
+        missing = [n for n, v in custom.items() if v is None and n not in base]
+        if missing:
+            raise ValueError(f"custom ranges without a preset need all six parameters; missing {', '.join(missing)}")
+        ranges = {**base, **{n: list(v) for n, v in custom.items() if v is not None}}
+        ranges.setdefault("orientation", args.orientation or "PA")
+    given = {name: getattr(args, name) for name in ("batch_size", "lr", "pose_loss_fraction", "image_size", "width")}
+    profile = profile_settings(args.profile, **given)
+    return TrainSettings(
+        volumes=args.volume, output=args.output, preset=args.preset, ranges=ranges, orientation=args.orientation,
+        labelmap=args.labelmap, labels=args.labels, init_from=args.init_from, frame=args.frame, template=args.template,
+        iterations=args.iterations, minutes=args.minutes if args.minutes is not None or args.iterations else 5.0,
+        warmup_iterations=args.warmup, architecture=args.architecture, parameterization=args.parameterization,
+        device=args.device, threads=args.threads, seed=args.seed, validate_every=args.validate_every,
+        checkpoint_every=args.checkpoint_every, resume=args.resume,
+        progress_bar=not (args.progress_json or args.quiet), **profile,
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..io.events import EXIT_CANCELLED, CancelToken, emit
+    from ..learning.training import train
+
+    config = _training_config(args)
+    cancel_file = Path(args.cancel_file or Path(args.output) / "CANCEL")
+    cancel_file.unlink(missing_ok=True)  # a request from before this run started is stale
+    token = CancelToken(cancel_file, handle_signals=True)
+    progress = (lambda event: emit(**event)) if args.progress_json else None
+    result = train(config, progress=progress, should_stop=token)
+    if not args.progress_json:
+        summary = result.validation or {}
+        extra = f", validation mTRE {summary['mtre_mm']:.1f} mm" if "mtre_mm" in summary else ""
+        print(f"{result.status} after {result.iterations} iterations ({result.elapsed_s:.0f} s){extra}; model in {result.model_dir}")
+    return EXIT_CANCELLED if result.status == "cancelled" else 0
+
+
+def _model_pull(args: argparse.Namespace) -> int:
+    from ..learning.hub import pull
+
+    print(pull(args.repo, revision=args.revision, file=args.file, cache_dir=args.cache_dir))
+    return 0
+
+
+def _model_import(args: argparse.Namespace) -> int:
+    from ..learning.checkpoint import import_xvr
+
+    print(f"wrote {import_xvr(args.checkpoint, args.out_dir)}")
+    return 0
+
+
+def _model_info(args: argparse.Namespace) -> int:
+    import json
+
+    from ..learning.checkpoint import load_model
+
+    meta = load_model(args.model).metadata
+    keys = ("architecture", "pose", "camera", "input", "volume", "sampling", "training", "source", "software")
+    print(json.dumps({k: meta[k] for k in keys if k in meta}, indent=1))
+    return 0
+
+
+def _add_train(sub) -> None:
+    train = sub.add_parser("train", help="train a pose-regression model on DRRs of a CT")
+    train.add_argument("--volume", required=True, action="append",
+                       help="CT to train on; repeat for patient-agnostic pretraining on several pre-registered CTs")
+    train.add_argument("--output", required=True, help="run folder (checkpoints and the final model)")
+    train.add_argument("--preset", default="pelvis", help="pose ranges: pelvis, neurovasculature or skull (default: %(default)s)")
+    for name, unit in (("alpha", "deg"), ("beta", "deg"), ("gamma", "deg"), ("x", "mm"), ("y", "mm"), ("z", "mm")):
+        train.add_argument(f"--{name}", type=float, nargs=2, metavar=("MIN", "MAX"), help=f"custom {name} range ({unit})")
+    train.add_argument("--orientation", choices=["AP", "PA"], help="override the preset's orientation")
+    train.add_argument("--labelmap", help="label map on the CT's grid: render only --labels")
+    train.add_argument("--labels", type=int, nargs="+", help="structures of --labelmap to render")
+    train.add_argument("--init-from", help="pretrained model folder (or xvr .pth) to finetune")
+    train.add_argument("--frame", choices=["center", "register"], default="center",
+                       help="finetuning frame correction: centre alignment or rigid registration to --template")
+    train.add_argument("--template", help="template CT of the pretrained model (for --frame register)")
+    train.add_argument("--minutes", type=float, help="time budget (default 5 when no --iterations)")
+    train.add_argument("--iterations", type=int, help="iteration budget")
+    train.add_argument("--profile", choices=["standard", "quick"], default="standard",
+                       help="standard: the paper's recipe (128 px, ResNet-18, image + pose loss; for a GPU); quick: 64 px, "
+                            "half width, batch 16, lr 3e-3, the pose term alone (for a CPU). The options below override it")
+    train.add_argument("--batch-size", type=int, help="DRRs per iteration (standard 32)")
+    train.add_argument("--lr", type=float, help="peak learning rate (standard 1e-3)")
+    train.add_argument("--warmup", type=int, default=100, help="warm-up iterations")
+    train.add_argument("--pose-loss-fraction", type=float, metavar="F",
+                       help="train the first F of the budget on the pose term alone, then on the paper's loss (standard 0)")
+    train.add_argument("--image-size", type=int, help="canonical image size in pixels (standard 128)")
+    train.add_argument("--architecture", choices=["resnet18", "resnet34"], default="resnet18")
+    train.add_argument("--width", type=int, help="channels of the first ResNet stage (standard 64)")
+    train.add_argument("--parameterization", default="quaternion_adjugate",
+                       choices=["quaternion_adjugate", "rotation_6d", "rotation_9d", "rotation_10d", "quaternion", "axis_angle", "euler_angles"])
+    train.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    train.add_argument("--threads", type=int, help="CPU threads (default: all cores; use fewer when cores are busy)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--validate-every", type=int, default=200, help="iterations between validations")
+    train.add_argument("--checkpoint-every", type=int, default=500, help="iterations between checkpoints")
+    train.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    train.add_argument("--cancel-file", help="stop cleanly when this file appears (default: OUTPUT/CANCEL)")
+    train.add_argument("--progress-json", action="store_true", help="machine-readable progress events on stdout")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+
+
+def _add_model(sub) -> None:
+    model = sub.add_parser("model", help="pretrained models: pull, import, inspect")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    pull = msub.add_parser("pull", help="download a model from Hugging Face (cached; works offline once cached)")
+    pull.add_argument("repo", help="owner/name on Hugging Face, or a local copy of such a repository")
+    pull.add_argument("--revision", help="branch, tag or commit")
+    pull.add_argument("--file", help="sub-folder or file (e.g. an xvr .pth, converted on the fly) in the repository")
+    pull.add_argument("--cache-dir", help="Hugging Face cache folder (default: the hub's)")
+    pull.set_defaults(func=_model_pull)
+    imp = msub.add_parser("import-xvr", help="convert an xvr .pth checkpoint (restricted unpickling) to a model folder")
+    imp.add_argument("checkpoint")
+    imp.add_argument("out_dir")
+    imp.set_defaults(func=_model_import)
+    info = msub.add_parser("info", help="print a model's metadata")
+    info.add_argument("model")
+    info.set_defaults(func=_model_info)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .evaluate import EvaluationSettings, run_evaluation, table
+
+    config = EvaluationSettings(volume=args.volume, output=args.output, preset=args.preset, n=args.n, labels=args.labels,
+                              structures=tuple(args.structures or ()), seed=args.seed, pixels=args.pixels)
+    with tqdm(total=args.n, desc="xvrcore evaluate", unit="X-ray", disable=args.quiet) as bar:
+        def progress(done: int, total: int, record: dict) -> None:
+            final = record["perturbed"]["final"]["mtre_mm"], record["header"]["final"]["mtre_mm"]
+            bar.set_postfix_str(f"last mTRE {final[0]:.2f} / {final[1]:.2f} mm (perturbed / header start)")
+            bar.update(1)
+
+        summary = run_evaluation(config, progress=progress)
+    print(table(summary))
+    print(f"results, table and plot in {Path(args.output).resolve()}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    ev = sub.add_parser("evaluate", help="accuracy harness: synthetic X-ray DICOMs of a CT, registered and scored")
+    ev.add_argument("--volume", required=True, help="CT (NIfTI, NRRD, MHA or a DICOM folder)")
+    ev.add_argument("--labels", help="label map: register on --structures only")
+    ev.add_argument("--structures", type=int, nargs="*")
+    ev.add_argument("--preset", choices=["pelvis", "neuro", "skull"], default="pelvis")
+    ev.add_argument("--n", type=int, default=20, help="number of synthetic X-rays (default: %(default)s)")
+    ev.add_argument("--pixels", type=int, help="detector pixels per side (default: the preset's)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--output", required=True, help="output folder (re-running resumes)")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xvrcore", description="X-ray to CT/MRA registration core (SlicerXVR).")
+    parser.add_argument("--version", action="version", version=f"xvrcore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="render frontal and lateral DRRs of the shipped pelvis CT")
+    demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
+    demo.add_argument("--ct", help="CT to use instead of the shipped pelvis CT")
+    demo.add_argument("--size", type=int, default=384, help="detector columns (default: %(default)s)")
+    demo.add_argument("--method", choices=["trilinear", "siddon"], default="trilinear")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--no-registration", action="store_true", help="only the DRR views (no X-ray registration)")
+    demo.set_defaults(func=_demo)
+
+    render = sub.add_parser("render", help="render one DRR of a volume at a pose")
+    render.add_argument("--volume", required=True, help="CT (NIfTI, NRRD, MHA or a DICOM folder)")
+    where = render.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pose", help="pose JSON in the shared result format")
+    where.add_argument("--carm", type=float, nargs=6, metavar=("ALPHA", "BETA", "GAMMA", "X", "Y", "Z"),
+                       help="the paper's C-arm parameters (degrees, mm) about the volume centre")
+    render.add_argument("--orientation", choices=["AP", "PA"], default="PA")
+    render.add_argument("--sdd", type=float, default=1020.0, help="source-to-detector distance, mm")
+    render.add_argument("--size", type=int, default=256, help="detector pixels per side")
+    render.add_argument("--spacing", type=float, default=1.4, help="detector pixel spacing, mm")
+    render.add_argument("--method", choices=["trilinear", "siddon"], default="trilinear")
+    render.add_argument("--bone-multiplier", type=float, default=1.0)
+    render.add_argument("--output", required=True, help="PNG to write (a pose JSON is written beside it)")
+    render.set_defaults(func=_render)
+    _add_register_parser(sub)
+    _add_evaluate(sub)
+    _add_train(sub)
+    _add_model(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _EXPECTED_ERRORS as exc:
+        print(f"xvrcore {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xvrcore {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

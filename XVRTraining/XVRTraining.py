@@ -1,8 +1,19 @@
+"""XVR Training: a patient-specific pose network trained on a CT or MRA, as Slicer loads it.
+
+This file holds what Slicer's scripted-module template puts in a module file: the module (metadata), its
+parameter node, the widget (it binds ``Resources/UI/XVRTraining.ui`` to the parameter node and starts and
+polls the training job), the thin logic and the in-Slicer test. The training's inputs, command line, job
+and curves are in ``XVRTrainingLib`` (see its docstring).
+
+One concept: the Slicer module, laid out as the scripted-module template lays it out. Slicer finds the module's
+classes by name in this file, the parameter node and its enums must exist when the file is imported (before
+xvrcore can be), and the widget is the template's (lifecycle, parameter-node binding, the job's timer); that
+is what makes the file longer than ~400 lines. Everything else is in ``XVRTrainingLib``.
+"""
+
 import enum
-import math
 import os
 import pathlib
-import time
 from typing import Annotated
 
 import slicer
@@ -18,11 +29,13 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from XVRTrainingLib import CUSTOM_RANGE_NAMES, TrainingLauncher
 
 # torch, xvrcore and XVRCoreLib are imported lazily, inside the methods that need them: importing this file
-# must stay cheap, must work before the dependencies are installed and before Slicer has put the XVRCore
-# module's folder on sys.path (in a source tree each module folder is its own module path). qt is imported
-# inside the widget's methods, so that the logic can be imported (and tested) where only MRML exists.
+# (and XVRTrainingLib, next to it) must stay cheap, must work before the dependencies are installed and
+# before Slicer has put the XVRCore module's folder on sys.path (in a source tree each module folder is its
+# own module path). qt is imported inside the widget's methods, so that the logic can be imported (and
+# tested) where only MRML exists.
 
 
 XVR_CITATION = (
@@ -127,10 +140,7 @@ class XVRTrainingProfile(enum.Enum):
         }[self]
 
 
-# The paper's Table S2 pelvis ranges: the defaults of the custom ranges.
-CUSTOM_RANGE_NAMES = ("alpha", "beta", "gamma", "x", "y", "z")
-
-
+# The custom ranges' defaults (alphaMin ... zMax) are the paper's Table S2 pelvis ranges.
 @parameterNodeWrapper
 class XVRTrainingParameterNode:
     """
@@ -322,7 +332,7 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # First use: install torch and the core's dependencies (asks the user first).
             self.logic.ensureDependencies()
             p = self._parameterNode
-            self._job = self.logic.startTraining(
+            self._job = self.logic.launcher.startTraining(
                 p.inputVolume, p.inputSegmentation, p.outputDirectory, preset=p.preset.value,
                 customRanges=self.logic.customRanges(p) if p.preset == XVRTrainingPreset.custom else None,
                 orientation=p.orientation.value, pretrainedModel=p.pretrainedModel,
@@ -334,7 +344,7 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.setVisible(True)
             self.ui.progressBar.setRange(0, 1000)
             self.ui.progressBar.value = 0
-            self.logic.showPlot(self._job)
+            self._job.showChart()
             self._timer.start()
             self._checkCanApply()
 
@@ -363,128 +373,18 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class XVRTrainingJob:
-    """A running ``xvrcore train`` process: its command, its events turned into tables, cancel/poll.
-
-    Holds MRML table nodes (``progressTable``: iteration, loss, NCC; ``validationTable``: iteration,
-    mTRE, dGeo) and a chart that plots them; never touches widgets.
-    """
-
-    def __init__(self, command, outputDirectory, progressTable=None, validationTable=None, chart=None, env=None):
-        from xvrcore.app.jobs import JobRunner
-
-        self.command = [str(c) for c in command]
-        self.outputDirectory = pathlib.Path(outputDirectory)
-        self.runner = JobRunner(self.command, self.outputDirectory, env=env)
-        self.progressTable = progressTable
-        self.validationTable = validationTable
-        self.chart = chart
-        self.cancelRequested = False
-        self.fraction = 0.0
-        self.model = None
-        self.checkpoint = None
-        self.returncode = None
-        self.events = []
-
-    def start(self) -> "XVRTrainingJob":
-        self.runner.start()
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.returncode is None and self.runner.process is not None
-
-    def cancel(self) -> None:
-        """Ask the process to save a checkpoint and stop (it polls the cancel file); kill it if it hangs."""
-        self.cancelRequested = True
-        self.runner.cancel()
-
-    def poll(self) -> dict:
-        """Events and log lines since the last call, applied to the tables; see XVRTrainingWidget.onPoll."""
-        from xvrcore.io.events import EXIT_CANCELLED
-
-        update = self.runner.poll()
-        status = None
-        for event in update.events:
-            self.events.append(event)
-            kind = event.get("event")
-            if kind == "progress":
-                self.fraction = float(event.get("fraction") or 0.0)
-                _appendRow(self.progressTable, [event.get("done", 0), event.get("loss"), event.get("ncc")])
-                eta = event.get("eta_s")
-                status = _("Iteration {done}: loss {loss:.3f}").format(done=event.get("done", 0), loss=_number(event.get("loss")))
-                if math.isfinite(_number(event.get("ncc"))):  # no DRR at the prediction while on the pose loss alone
-                    status += ", " + _("NCC {ncc:.3f}").format(ncc=_number(event.get("ncc")))
-                if eta is not None:
-                    status += " " + _("({eta:.0f} s left)").format(eta=eta)
-            elif kind == "validation":
-                _appendRow(self.validationTable, [event.get("iteration", 0), event.get("mtre_mm"), event.get("dgeo_mm")])
-                status = _("Validation at iteration {i}: mTRE {m:.1f} mm").format(
-                    i=event.get("iteration", 0), m=_number(event.get("mtre_mm")))
-            elif kind == "checkpoint":
-                self.checkpoint = event.get("path")
-            elif kind in ("finished", "cancelled"):
-                self.model = event.get("model")
-                self.checkpoint = event.get("checkpoint") or self.checkpoint
-        if self.cancelRequested and update.returncode is None:
-            self.runner.terminate(grace_s=60.0)  # only if it ignored the cancel file for a minute
-        if update.returncode is not None:
-            self.returncode = update.returncode
-            if update.returncode == 0:
-                self.fraction = 1.0
-                status = _("Training finished; model in {model}").format(model=self.model or self.outputDirectory)
-            elif update.returncode == EXIT_CANCELLED:
-                status = _("Training cancelled; checkpoint saved in {path}. Resume continues it.").format(
-                    path=self.checkpoint or self.outputDirectory)
-            else:
-                status = _("Training failed (exit code {code}); see the log.").format(code=update.returncode)
-        return {"events": update.events, "log": update.log, "fraction": self.fraction, "status": status,
-                "finished": self.returncode is not None, "returncode": self.returncode, "model": self.model}
-
-    def wait(self, timeout=None) -> dict:
-        """Block until the process ends (tests, scripts); returns the final poll."""
-        self.runner.process.wait(timeout=timeout)
-        if self.runner._reader is not None:
-            self.runner._reader.join(timeout=5)
-        result = self.poll()
-        while not result["finished"]:
-            time.sleep(0.05)
-            more = self.poll()
-            more["events"] = result["events"] + more["events"]
-            more["log"] = result["log"] + more["log"]
-            result = more
-        return result
-
-
-def _number(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _appendRow(tableNode, values) -> None:
-    if tableNode is None:
-        return
-    table = tableNode.GetTable()
-    row = table.GetNumberOfRows()
-    table.InsertNextBlankRow()
-    for column, value in enumerate(values):
-        table.SetValue(row, column, vtk.vtkVariant(_number(value)))
-    table.Modified()
-    tableNode.Modified()
-
-
 class XVRTrainingLogic(ScriptedLoadableModuleLogic):
     """Everything the training panel does, usable from the Python console and from tests without the GUI.
 
     Never touches widgets. Takes the nodes (and through them the scene) explicitly. Heavy packages
-    (torch, xvrcore) are imported inside the methods that use them.
+    (torch, xvrcore) are imported inside the methods that use them. ``launcher``
+    (``XVRTrainingLib.launch.TrainingLauncher``) writes the inputs and starts the background training.
     """
 
     def __init__(self) -> None:
         """Called when the logic class is instantiated. Can be used for initializing member variables."""
         ScriptedLoadableModuleLogic.__init__(self)
+        self.launcher = TrainingLauncher()
 
     def getParameterNode(self):
         return XVRTrainingParameterNode(super().getParameterNode())
@@ -527,7 +427,7 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
         if str(outputDirectory) in ("", "."):
             return False
         try:
-            from xvrcore.learning.checkpoint import latest_checkpoint
+            from xvrcore.learning.run_state import latest_checkpoint
         except ImportError:  # dependencies not installed yet
             return False
         try:
@@ -540,167 +440,6 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
         from XVRCoreLib import slicersupport
 
         slicersupport.ensure_dependencies(self.resourcePath("requirements.txt"))
-
-    # -- the background process ----------------------------------------------------------------------------
-
-    @staticmethod
-    def pythonExecutable() -> str:
-        from XVRCoreLib import slicersupport
-
-        return slicersupport.python_executable()
-
-    @staticmethod
-    def processEnvironment(device: str = "auto") -> dict:
-        from XVRCoreLib import slicersupport
-
-        return slicersupport.process_environment(device)
-
-    @staticmethod
-    def resolveProfile(profile: str = "automatic", device: str = "auto") -> str:
-        """``standard`` or ``quick``: automatic means Quick unless the process will train on a GPU."""
-        if profile != XVRTrainingProfile.automatic.value:
-            return XVRTrainingProfile(profile).value
-        if device == "cpu":
-            return XVRTrainingProfile.quick.value
-        if device == "cuda":
-            return XVRTrainingProfile.standard.value
-        try:
-            import torch
-        except ImportError:  # no torch in this Python: nothing says a GPU is there
-            return XVRTrainingProfile.quick.value
-        return XVRTrainingProfile.standard.value if torch.cuda.is_available() else XVRTrainingProfile.quick.value
-
-    @staticmethod
-    def trainingCommand(python, volumePath, outputDirectory, preset="pelvis", customRanges=None, orientation=None,
-                        labelmapPath=None, labels=None, initFrom=None, minutes=5.0, iterations=None, device="auto",
-                        batchSize=0, resume=False, threads=None, extra=(), profile="standard") -> list:
-        """The ``xvrcore train`` command line (``python -m xvrcore train ... --progress-json``).
-
-        ``profile``: ``standard`` or ``quick`` (``xvrcore.learning.training.PROFILES``); ``batchSize`` 0 takes the profile's.
-        """
-        command = [str(python), "-m", "xvrcore", "train", "--volume", str(volumePath), "--output", str(outputDirectory),
-                   "--preset", "pelvis" if preset == "custom" else str(preset)]
-        if customRanges:
-            for name in CUSTOM_RANGE_NAMES:
-                low, high = customRanges[name]
-                command += [f"--{name}", repr(float(low)), repr(float(high))]
-            command += ["--orientation", str(orientation or "PA")]
-        if labelmapPath:
-            command += ["--labelmap", str(labelmapPath)]
-            if labels:
-                command += ["--labels", *[str(int(v)) for v in labels]]
-        if initFrom:
-            command += ["--init-from", str(initFrom)]
-        if iterations:
-            command += ["--iterations", str(int(iterations))]
-        else:
-            command += ["--minutes", repr(float(minutes))]
-        command += ["--profile", str(profile), "--device", str(device), "--progress-json"]
-        if batchSize:
-            command += ["--batch-size", str(int(batchSize))]
-        if threads:
-            command += ["--threads", str(int(threads))]
-        if resume:
-            command.append("--resume")
-        return command + [str(e) for e in extra]
-
-    @staticmethod
-    def writeInputs(volumeNode, segmentationNode, outputDirectory) -> dict:
-        """Write the CT (and the segments as a label map) into ``<output>/inputs`` for the process.
-
-        Returns ``{"volume": path, "labelmap": path or None, "labels": [ids], "names": {id: name}}``.
-        The volume is written in world coordinates (its parent transforms applied), with xvrcore's
-        writer, so the process reads exactly what Slicer shows.
-        """
-        from XVRCoreLib import mrml
-
-        inputs = pathlib.Path(outputDirectory) / "inputs"
-        inputs.mkdir(parents=True, exist_ok=True)
-        volume = mrml.volume_from_node(volumeNode, kind="ct")
-        volumePath = volume.save(inputs / "volume.nii.gz")
-        result = {"volume": volumePath, "labelmap": None, "labels": None, "names": {}}
-        if segmentationNode is not None and segmentationNode.GetSegmentation().GetNumberOfSegments():
-            labels, names, colors = mrml.segmentation_labelmap(segmentationNode, volumeNode)
-            result["labelmap"] = labels.save(inputs / "labels.nii.gz")
-            result["labels"] = sorted(names)
-            result["names"] = names
-            mrml.write_label_names(inputs / "labels.ctbl", names, colors)
-        return result
-
-    @staticmethod
-    def resolvePretrained(pretrainedModel=None, pretrainedRepository=None):
-        """A usable model folder (or .pth) from a path or a Hugging Face repository (downloaded, cached)."""
-        repository = (pretrainedRepository or "").strip()
-        if repository:
-            from xvrcore.learning.hub import pull
-
-            return pull(repository)
-        if pretrainedModel is not None and str(pretrainedModel) not in ("", "."):
-            path = pathlib.Path(pretrainedModel)
-            if not path.exists():
-                raise ValueError(_("The pretrained model {path} does not exist.").format(path=path))
-            return path
-        return None
-
-    def progressNodes(self, scene, name="XVR training"):
-        """Table nodes for the loss and validation curves, and a chart plotting both (created once)."""
-        def table(tableName, columns):
-            node = scene.GetFirstNodeByName(tableName)
-            if node is None:
-                node = scene.AddNewNodeByClass("vtkMRMLTableNode", tableName)
-            node.RemoveAllColumns()
-            for column in columns:
-                array = vtk.vtkDoubleArray()
-                array.SetName(column)
-                node.AddColumn(array)
-            return node
-
-        progress = table(f"{name} loss", ["iteration", "loss", "ncc"])
-        validation = table(f"{name} validation", ["iteration", "mtre_mm", "dgeo_mm"])
-        chart = scene.GetFirstNodeByName(f"{name} chart")
-        if chart is None:
-            chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} chart")
-            for tableNode, column, color in ((progress, "loss", (0.2, 0.4, 0.9)), (validation, "mtre_mm", (0.9, 0.3, 0.1))):
-                series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} {column}")
-                series.SetAndObserveTableNodeID(tableNode.GetID())
-                series.SetXColumnName("iteration")
-                series.SetYColumnName(column)
-                series.SetPlotType(series.PlotTypeScatter)
-                series.SetColor(*color)
-                chart.AddAndObservePlotSeriesNodeID(series.GetID())
-            chart.SetTitle(_("Training: loss and validation mTRE (mm)"))
-            chart.SetXAxisTitle(_("iteration"))
-        return progress, validation, chart
-
-    def startTraining(self, volumeNode, segmentationNode, outputDirectory, preset="pelvis", customRanges=None,
-                      orientation="PA", pretrainedModel=None, pretrainedRepository=None, minutes=5.0, device="auto",
-                      batchSize=0, resume=False, iterations=None, threads=None, extra=(), python=None,
-                      profile="automatic") -> XVRTrainingJob:
-        """Write the inputs and start ``xvrcore train`` in the background; returns the running job.
-
-        ``resume`` continues the run in ``outputDirectory`` from its last checkpoint (same settings).
-        """
-        if volumeNode is None:
-            raise ValueError(_("Select the CT or MRA volume to train on."))
-        if str(outputDirectory) in ("", "."):
-            raise ValueError(_("Select an output directory for the checkpoints."))
-        outputDirectory = pathlib.Path(outputDirectory)
-        inputs = self.writeInputs(volumeNode, segmentationNode, outputDirectory)
-        initFrom = self.resolvePretrained(pretrainedModel, pretrainedRepository)
-        command = self.trainingCommand(
-            python or self.pythonExecutable(), inputs["volume"], outputDirectory, preset=preset,
-            customRanges=customRanges, orientation=orientation, labelmapPath=inputs["labelmap"],
-            labels=inputs["labels"], initFrom=initFrom, minutes=minutes, iterations=iterations, device=device,
-            batchSize=batchSize, resume=resume, threads=threads, extra=extra, profile=self.resolveProfile(profile, device))
-        progress, validation, chart = self.progressNodes(volumeNode.GetScene())
-        job = XVRTrainingJob(command, outputDirectory, progress, validation, chart, env=self.processEnvironment(device))
-        return job.start()
-
-    @staticmethod
-    def showPlot(job) -> None:
-        """Show the job's chart in the view layout (Slicer only)."""
-        if job is not None and job.chart is not None and hasattr(slicer, "modules") and hasattr(slicer.modules, "plots"):
-            slicer.modules.plots.logic().ShowChartInLayout(job.chart)
 
 
 #
@@ -758,16 +497,16 @@ class XVRTrainingTest(ScriptedLoadableModuleTest):
     def test_XVRTrainingCommand(self):
         """The command line of the background process and the progress tables (no training is run)."""
         logic = XVRTrainingLogic()
-        command = logic.trainingCommand("PythonSlicer", "ct.nii.gz", "out", preset="custom",
-                                        customRanges={n: [-1.0, 1.0] for n in CUSTOM_RANGE_NAMES}, orientation="AP",
-                                        minutes=2.0, device="cpu", resume=True)
+        command = logic.launcher.trainingCommand("PythonSlicer", "ct.nii.gz", "out", preset="custom",
+                                                 customRanges={n: [-1.0, 1.0] for n in CUSTOM_RANGE_NAMES},
+                                                 orientation="AP", minutes=2.0, device="cpu", resume=True)
         self.assertEqual(command[1:4], ["-m", "xvrcore", "train"])
         self.assertIn("--progress-json", command)
         self.assertIn("--resume", command)
         self.assertEqual(command[command.index("--orientation") + 1], "AP")
         self.assertEqual(command[command.index("--profile") + 1], "standard")
         self.assertNotIn("--batch-size", command)  # the profile's
-        self.assertEqual(logic.resolveProfile("automatic", "cpu"), "quick")
-        progress, _validation, chart = logic.progressNodes(slicer.mrmlScene)
+        self.assertEqual(logic.launcher.resolveProfile("automatic", "cpu"), "quick")
+        progress, _validation, chart = logic.launcher.progressNodes(slicer.mrmlScene)
         self.assertEqual(progress.GetNumberOfColumns(), 3)
         self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), 2)

@@ -84,7 +84,7 @@ class Case:
 def make_cases(mu, center: torch.Tensor, size: int, n: int, seed: int, workdir: Path) -> list[Case]:
     """Synthetic X-ray DICOMs read back with our reader, and perturbed starts (as the harness does)."""
     from xvrcore.app.evaluate import PRESETS, perturb, sample_true_pose
-    from xvrcore.drr.render import DRRVolume
+    from xvrcore.drr import DRRVolume
     from xvrcore.geometry.camera import Detector
     from xvrcore.xray.reader import read_xray
     from xvrcore.xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
@@ -256,7 +256,7 @@ def _ncc(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def check_alignment(case: Case, crop: int, volume, reference: DiffDRRReference, center: torch.Tensor) -> dict:
     """NCC with the X-ray (cropped to the exposed field) of our DRR and DiffDRR's at the true pose."""
-    from xvrcore.drr.render import render
+    from xvrcore.drr import render
 
     det = case.xray.detector
     h, w = det.rows - 2 * crop, det.cols - 2 * crop
@@ -277,7 +277,7 @@ def check_alignment(case: Case, crop: int, volume, reference: DiffDRRReference, 
 
 def run_case(case: Case, volume, reference: DiffDRRReference, our_settings, targets, center) -> dict:
     from xvrcore.app.evaluate import pose_errors
-    from xvrcore.registration.optimizer import register
+    from xvrcore.registration import register
 
     xray = case.xray
     crop = symmetric_crop(xray.mask, max(reference.settings.factors))
@@ -303,12 +303,12 @@ def run_case(case: Case, volume, reference: DiffDRRReference, our_settings, targ
 
 def _warm_up(volume, pose: torch.Tensor, xray, settings) -> None:
     """Build the volume pyramid levels and slice stacks our stages use (setup, not timed)."""
-    from xvrcore.drr.render import render
-    from xvrcore.registration.optimizer import downsample
+    from xvrcore.drr import render
+    from xvrcore.registration import downsample_xray
 
     with torch.no_grad():
         for stage in settings.stages:
-            _, k = downsample(torch.as_tensor(xray.pixels), xray.intrinsics, stage.size)
+            _, k = downsample_xray(torch.as_tensor(xray.pixels), xray.intrinsics, stage.size)
             render(volume, pose.to(volume.dtype), k, method=settings.method)
 
 
@@ -365,10 +365,10 @@ def main(argv=None) -> int:
 
     from xvrcore.app.demo import PELVIS_CT, shared_data_dir
     from xvrcore.app.evaluate import target_points
-    from xvrcore.drr.render import DRRVolume
-    from xvrcore.registration.optimizer import RegistrationSettings
+    from xvrcore.drr import DRRVolume
+    from xvrcore.registration import RegistrationSettings
+    from xvrcore.volume import load_volume
     from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.volume.grid import load_volume
 
     ct_path = Path(args.ct) if args.ct else shared_data_dir() / PELVIS_CT
     ct = load_volume(ct_path)

@@ -58,9 +58,9 @@ class XvrRenderer:
 
     def __init__(self, mu_path: str, sdd: float, height: int, delx: float, method="trilinear", level="auto",
                  lod_bias: float | None = None, dtype=torch.float32, subpixel: int = 1):
-        from xvrcore.drr.render import DRRVolume
+        from xvrcore.drr import DRRVolume
         from xvrcore.geometry.camera import Detector, pixel_grid
-        from xvrcore.volume.grid import load_volume
+        from xvrcore.volume import load_volume
 
         mu = load_volume(mu_path, kind="attenuation")
         self.volume = DRRVolume.from_volume(mu, dtype=dtype)
@@ -87,7 +87,7 @@ class XvrRenderer:
         return pose
 
     def render_with_grad(self, rot: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
-        from xvrcore.drr.render import render
+        from xvrcore.drr import render
 
         poses = self._poses(rot.reshape(-1, 3), xyz.reshape(-1, 3)).to(self.volume.dtype)
         img = render(self.volume, poses, self.intrinsics, self.pixels, **self.options)
@@ -134,8 +134,8 @@ def bench_xvr(mu_path: str, sdd: float, height: int, delx: float, batch_size: in
 
 def prepare_inputs(ct_path: Path, workdir: Path) -> dict:
     """Our attenuation volume, and pseudo-HU copies on which each competitor's model is linear."""
+    from xvrcore.volume import load_volume
     from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.volume.grid import load_volume
 
     mu = to_attenuation(load_volume(ct_path))
     peak = float(mu.data.max())

@@ -27,15 +27,15 @@ import torch
 def main(argv=None) -> int:
     from xvrcore.app.demo import PELVIS_CT, shared_data_dir
     from xvrcore.app.evaluate import pose_errors, target_points
-    from xvrcore.drr.render import DRRVolume
+    from xvrcore.drr import DRRVolume
     from xvrcore.geometry.camera import Detector
-    from xvrcore.learning.checkpoint import load_model
+    from xvrcore.learning import load_model
     from xvrcore.learning.inference import PatientFrame, predict_pose
     from xvrcore.learning.sampling import PRESETS, keyed_generator, sample_poses
     from xvrcore.learning.training import PROFILES, TrainSettings, profile_settings, train
-    from xvrcore.registration.optimizer import register
+    from xvrcore.registration import register
+    from xvrcore.volume import load_volume
     from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.volume.grid import load_volume
     from xvrcore.xray.reader import read_xray
     from xvrcore.xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
 

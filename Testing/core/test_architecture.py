@@ -111,8 +111,23 @@ def test_every_public_module_declares_its_api(path):
     defined |= {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
     defined |= {(a.asname or a.name).split(".")[0] for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
                 for a in n.names}
+    lazy = [n.value for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "_API" for t in n.targets)]
+    defined |= set(ast.literal_eval(lazy[0])) if lazy else set()  # names loaded on first access (xvrcore/__init__)
     missing = [name for name in names if name not in defined]
     assert not missing, f"{path.relative_to(PACKAGE)}: __all__ names undefined {missing}"
+
+
+def test_the_top_level_api_is_cheap_and_complete():
+    """``import xvrcore`` loads no torch; every name it offers resolves to the object its subpackage defines."""
+    script = (
+        "import importlib, sys, xvrcore\n"
+        "assert 'torch' not in sys.modules, 'import xvrcore imported torch'\n"
+        "for name, module in xvrcore._API.items():\n"
+        "    assert getattr(xvrcore, name) is getattr(importlib.import_module(module), name), name\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
 def _oversized_reason(path: Path) -> bool:

@@ -56,7 +56,7 @@ def torso_path(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def torso_crop(shared_data):
     """The 30-slice torso CT with its TotalSegmentator labels (a few structures kept)."""
-    from xvrcore.volume.grid import load_labelmap, load_volume
+    from xvrcore.volume import load_labelmap, load_volume
 
     ct = load_volume(shared_data / TORSO / "torso_ct_3mm_crop30.nii.gz")
     labels = load_labelmap(shared_data / TORSO / "torso_ct_3mm_crop30_labels.nii.gz", reference=ct)
@@ -66,10 +66,10 @@ def torso_crop(shared_data):
 @pytest.fixture(scope="session")
 def synthetic_xrays(torso_path, tmp_path_factory):
     """Two synthetic XA DICOMs of the torso CT at known poses: {name: (path, camera_to_world)}."""
-    from xvrcore.drr.render import DRRVolume
+    from xvrcore.drr import DRRVolume
     from xvrcore.geometry.camera import Detector
+    from xvrcore.volume import load_volume
     from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.volume.grid import load_volume
     from xvrcore.xray.synthesis import synthesize_xray, write_xray_dicom
 
     ct = load_volume(torso_path)

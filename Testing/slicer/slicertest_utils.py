@@ -99,10 +99,17 @@ def _stub_application_modules() -> None:
 
 
 def load_module_script(module: str):
-    """Import ``<module>/<module>.py`` as the Slicer application would (with the stubs above)."""
+    """Import ``<module>/<module>.py`` as the Slicer application would (with the stubs above).
+
+    Slicer puts a scripted module's folder on ``sys.path`` when it registers the module, so the module's
+    ``<module>Lib`` package (and anything else beside the script) imports the same way here.
+    """
     _stub_application_modules()
     if module in sys.modules:
         return sys.modules[module]
+    folder = str(REPO / module)
+    if folder not in sys.path:
+        sys.path.append(folder)
     spec = importlib.util.spec_from_file_location(module, REPO / module / f"{module}.py")
     loaded = importlib.util.module_from_spec(spec)
     sys.modules[module] = loaded

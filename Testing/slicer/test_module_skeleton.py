@@ -32,6 +32,10 @@ MODULE_CLASSES = {
 }
 # Must be imported lazily (inside functions): heavy, or missing until the user agrees to install them.
 LAZY_IMPORTS = {"torch", "torchvision", "xvrcore", "xvr", "diffdrr", "PyTorchUtils", "light_the_torch"}
+# Also lazy in the panels and their helper packages: XVRCoreLib is on sys.path only once XVRCore is registered.
+PANEL_LAZY_IMPORTS = LAZY_IMPORTS | {"XVRCoreLib"}
+# The part of a panel's helper package that holds widgets (Qt); the rest of it is logic.
+PANEL_WIDGET_FILES = {"panel.py"}
 # Must never run at import time, in the module constructor or while the GUI is built.
 INSTALL_CALLS = {
     "pip_install",
@@ -72,6 +76,11 @@ CATALOG_KEYS = {  # slicer-extension-catalog-entry-schema-v1.0.2 (additionalProp
 
 def module_script(module: str) -> Path:
     return REPO / module / f"{module}.py"
+
+
+def lib_scripts(module: str) -> list[Path]:
+    """The files of the module's helper package ``<module>Lib`` (imported with the module file)."""
+    return sorted((REPO / module / f"{module}Lib").glob("*.py"))
 
 
 def parse(path: Path) -> ast.Module:
@@ -307,7 +316,7 @@ def installed_files(module: str) -> set[str]:
 
 
 def all_module_scripts() -> list[Path]:
-    return sorted(p for m in ALL_MODULES for p in (REPO / m).glob("*.py"))
+    return sorted(p for m in ALL_MODULES for p in [*(REPO / m).glob("*.py"), *lib_scripts(m)])
 
 
 @pytest.mark.parametrize("path", all_module_scripts(), ids=lambda p: str(p.relative_to(REPO)))
@@ -348,13 +357,18 @@ def test_module_defines_template_classes(module):
 def test_no_heavy_imports_or_installs_at_import_time(module):
     tree = parse(module_script(module))
     defined = classes(tree)
-    for node in walk_import_time(tree):
-        lazy = imported_roots(node) & LAZY_IMPORTS
-        assert not lazy, f"{module}.py line {node.lineno}: import {lazy} inside the function that needs it"
-        if isinstance(node, ast.Call):
-            assert (
-                call_name(node) not in INSTALL_CALLS
-            ), f"{module}.py line {node.lineno}: {call_name(node)}() runs at import time"
+    # A panel's module file imports its helper package: that import is part of loading the module.
+    panel = module in GUI_MODULES
+    lazy_imports = PANEL_LAZY_IMPORTS if panel else LAZY_IMPORTS
+    for path in [module_script(module), *(lib_scripts(module) if panel else [])]:
+        name = path.relative_to(REPO)
+        for node in walk_import_time(parse(path)):
+            lazy = imported_roots(node) & lazy_imports
+            assert not lazy, f"{name} line {node.lineno}: import {lazy} inside the function that needs it"
+            if isinstance(node, ast.Call):
+                assert (
+                    call_name(node) not in INSTALL_CALLS
+                ), f"{name} line {node.lineno}: {call_name(node)}() runs at import time"
     # The module constructor and GUI construction must not install either (first use does).
     constructors = [(module, "__init__"), (f"{module}Widget", "__init__"), (f"{module}Widget", "setup")]
     for class_name, method_name in constructors:
@@ -473,7 +487,12 @@ def test_ui_file_structure(module):
 def test_widget_names_used_in_code_exist(module):
     tree = parse(module_script(module))
     widgets = ui_widgets(ET.parse(ui_path(module)).getroot())
-    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and dotted(n.value) == "self.ui"}
+    used = {
+        n.attr
+        for path in [module_script(module), *lib_scripts(module)]  # the panel's sections live in <module>Lib
+        for n in ast.walk(parse(path))
+        if isinstance(n, ast.Attribute) and dotted(n.value) == "self.ui"
+    }
     assert "applyButton" in used
     missing = used - set(widgets)
     assert not missing, f"{module}.py uses self.ui.{sorted(missing)} but {module}.ui has no such widget"
@@ -772,30 +791,42 @@ def test_extension_catalog_entry():
 
 @pytest.mark.parametrize("module", GUI_MODULES)
 def test_logic_never_touches_widgets(module):
-    """Logic and job classes use no widget (self.ui), no Qt and no slicer.mrmlScene: they take the nodes."""
+    """Logic and job classes use no widget (self.ui), no Qt and no slicer.mrmlScene: they take the nodes.
+
+    So does the whole helper package but its widget part (PANEL_WIDGET_FILES): the logic's collaborators.
+    """
     tree = parse(module_script(module))
     workers = [cls for name, cls in classes(tree).items() if name.endswith(("Logic", "Job"))]
     assert any(cls.name == f"{module}Logic" for cls in workers)
-    for cls in workers:
-        for node in ast.walk(cls):
-            assert not (isinstance(node, ast.Attribute) and dotted(node) == "self.ui"), f"{cls.name} uses self.ui"
-            assert "qt" not in imported_roots(node), f"{cls.name} line {node.lineno} imports qt"
-            assert dotted(node) != "slicer.mrmlScene", f"{cls.name} line {getattr(node, 'lineno', '?')} uses slicer.mrmlScene"
+    helpers = [(str(p.relative_to(REPO)), parse(p)) for p in lib_scripts(module) if p.name not in PANEL_WIDGET_FILES]
+    assert helpers, f"{module}Lib holds the logic's collaborators"
+    for name, part in [(cls.name, cls) for cls in workers] + helpers:
+        for node in ast.walk(part):
+            assert not (isinstance(node, ast.Attribute) and dotted(node) == "self.ui"), f"{name} uses self.ui"
+            assert "qt" not in imported_roots(node), f"{name} line {node.lineno} imports qt"
+            assert dotted(node) != "slicer.mrmlScene", f"{name} line {getattr(node, 'lineno', '?')} uses slicer.mrmlScene"
 
 
 @pytest.mark.parametrize("module", GUI_MODULES)
 def test_qt_and_ctk_are_imported_inside_the_widget(module):
-    """Importing the module script needs no Qt: the logic can be used (and tested) with the MRML libraries."""
-    tree = parse(module_script(module))
-    for node in walk_import_time(tree):
-        assert not imported_roots(node) & {"qt", "ctk"}, f"{module}.py line {node.lineno}: import qt/ctk at import time"
+    """Importing the module script needs no Qt: the logic can be used (and tested) with the MRML libraries.
+
+    The module script imports its helper package, so that holds for the package too (its widget part included).
+    """
+    for path in [module_script(module), *lib_scripts(module)]:
+        for node in walk_import_time(parse(path)):
+            assert not imported_roots(node) & {"qt", "ctk"}, (
+                f"{path.relative_to(REPO)} line {node.lineno}: import qt/ctk at import time")
 
 
 @pytest.mark.parametrize("module", GUI_MODULES)
 def test_background_jobs_are_polled_from_a_timer_not_waited_for(module):
-    """The widget polls its job from a QTimer; nothing in the widget blocks on a process."""
+    """The widget polls its job from a QTimer; nothing in the widget (or its sections) blocks on a process."""
     tree = parse(module_script(module))
     widget = classes(tree)[f"{module}Widget"]
     calls = {call_name(n) for n in ast.walk(widget) if isinstance(n, ast.Call)}
     assert "QTimer" in calls and "poll" in calls
-    assert not calls & {"wait", "communicate", "run", "check_output", "logProcessOutput"}
+    blocking = {"wait", "communicate", "run", "check_output", "logProcessOutput"}
+    assert not calls & blocking
+    for path in (p for p in lib_scripts(module) if p.name in PANEL_WIDGET_FILES):
+        assert not {call_name(n) for n in ast.walk(parse(path)) if isinstance(n, ast.Call)} & blocking, path.name

@@ -1,4 +1,5 @@
-"""XVRCoreLib.mrml against real MRML scenes (the ``slicer-core`` wheel: Slicer's own C++ data model and IO).
+"""XVRCoreLib's MRML helpers (volumes, xray_plane, poses, views, markups, scene) against real MRML scenes
+(the ``slicer-core`` wheel: Slicer's own C++ data model and IO).
 
 Volumes keep xvrcore's exact affine; the X-ray sits where the renderer's rays hit the detector; transform
 nodes carry camera → world in the direction Slicer saves and loads; outlines lie on projected segments;
@@ -14,15 +15,15 @@ slicer = pytest.importorskip("slicer")
 torch = pytest.importorskip("torch")
 
 from slicertest_utils import TORSO, new_scene, true_pose
-from xvrcore.drr.render import DRRVolume
+from xvrcore.drr import DRRVolume, structure_masks
 from xvrcore.geometry.camera import Detector, Intrinsics, backproject, project
 from xvrcore.io.itk_transform import read_pose_transform, write_pose_transform
-from xvrcore.io.overlay import structure_masks
-from xvrcore.registration.landmarks import solve_pnp
+from xvrcore.registration import solve_pnp
+from xvrcore.volume import load_volume, volume_from_array
 from xvrcore.volume.attenuation import to_attenuation
-from xvrcore.volume.grid import load_volume, volume_from_array
 from xvrcore.volume.labels import structure_volumes
-from XVRCoreLib import mrml
+from XVRCoreLib import markups, poses, views, volumes, vtkdata, xray_plane
+from XVRCoreLib.scene import REFERENCE_ROLES, load_scene_mrb, module_parameter, save_scene_mrb
 
 KEPT = {5: "liver", 52: "aorta", 31: "vertebra"}  # TotalSegmentator ids in the crop
 
@@ -37,7 +38,7 @@ def _ijk_to_ras(node) -> np.ndarray:
 
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)
-    return mrml.array_from_vtk_matrix(m)
+    return vtkdata.array_from_vtk_matrix(m)
 
 
 # ---- volumes -----------------------------------------------------------------------------------------------
@@ -47,35 +48,35 @@ def _ijk_to_ras(node) -> np.ndarray:
 def test_ct_loaded_by_slicer_matches_xvrcore(scene, shared_data, relative):
     """Slicer's reader and xvrcore's give the same voxels at the same RAS positions (LPS→RAS alike)."""
     path = shared_data / relative
-    node = mrml.load_volume_node(scene, path)
+    node = volumes.load_volume_node(scene, path)
     ours = load_volume(path)
     np.testing.assert_allclose(_ijk_to_ras(node), ours.affine, atol=1e-4)
-    back = mrml.volume_from_node(node)
+    back = volumes.volume_from_node(node)
     np.testing.assert_allclose(back.affine, ours.affine, atol=1e-4)
     np.testing.assert_array_equal(back.data, ours.data)
 
 
 def test_volume_round_trip_is_exact_and_follows_parent_transforms(scene, torso_crop):
     ct, _ = torso_crop
-    node = mrml.volume_node_from_volume(scene, ct, name="CT")
-    back = mrml.volume_from_node(node)
+    node = volumes.volume_node_from_volume(scene, ct, name="CT")
+    back = volumes.volume_from_node(node)
     np.testing.assert_array_equal(back.affine, ct.affine)
     np.testing.assert_array_equal(back.data, ct.data)
     moved = np.eye(4)
     moved[:3, 3] = [10.0, -5.0, 2.0]
-    transform = mrml.pose_transform_node(scene, moved, name="shift")
+    transform = poses.pose_transform_node(scene, moved, name="shift")
     node.SetAndObserveTransformNodeID(transform.GetID())
-    np.testing.assert_allclose(mrml.volume_from_node(node).affine, moved @ ct.affine)
+    np.testing.assert_allclose(volumes.volume_from_node(node).affine, moved @ ct.affine)
 
 
 def test_segmentation_round_trip_keeps_labels_names_and_colours(scene, torso_crop):
     ct, labels = torso_crop
     kept = _kept_labels(labels)
     colors = {5: (200, 100, 50), 52: (220, 30, 30), 31: (240, 240, 200)}
-    ct_node = mrml.volume_node_from_volume(scene, ct, name="CT")
-    segmentation = mrml.segmentation_from_labelmap(scene, kept, KEPT, colors)
+    ct_node = volumes.volume_node_from_volume(scene, ct, name="CT")
+    segmentation = volumes.segmentation_from_labelmap(scene, kept, KEPT, colors)
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 3
-    exported, names, got_colors = mrml.segmentation_labelmap(segmentation, ct_node)
+    exported, names, got_colors = volumes.segmentation_labelmap(segmentation, ct_node)
     np.testing.assert_allclose(exported.affine, ct.affine, atol=1e-6)
     by_name = {name: label for label, name in names.items()}
     for original, name in KEPT.items():
@@ -92,7 +93,7 @@ def test_xray_pixel_centres_lie_where_the_rays_hit_the_detector(scene, mirrored)
     k = detector.intrinsics()
     pose = true_pose((10.0, -20.0, 35.0), 35.0, -15.0, roll=7.0)
     image = np.arange(60 * 90, dtype=np.float32).reshape(60, 90)
-    node = mrml.xray_volume_node(scene, image, pose.numpy(), k, detector.sdd, name="X-ray")
+    node = xray_plane.xray_volume_node(scene, image, pose.numpy(), k, detector.sdd, name="X-ray")
     m = _ijk_to_ras(node)
     assert np.linalg.det(m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0)) == pytest.approx(1.0)
     pixels = torch.tensor([[0.0, 0.0], [89.0, 0.0], [0.0, 59.0], [44.0, 30.0], [k.cx, k.cy]], dtype=torch.float64)
@@ -109,20 +110,20 @@ def test_xray_pixel_centres_lie_where_the_rays_hit_the_detector(scene, mirrored)
     np.testing.assert_allclose(uv[0].numpy(), pixels.numpy(), atol=1e-6)
     np.testing.assert_allclose(depth[0].numpy() / d_cam[:, 2].numpy(), detector.sdd)
     # Intrinsics and distance survive as attributes (the panel re-derives the plane from them).
-    assert mrml.xray_intrinsics(node) == k and mrml.xray_depth(node) == detector.sdd
+    assert xray_plane.xray_intrinsics(node) == k and xray_plane.xray_depth(node) == detector.sdd
 
 
 def test_slice_view_aligned_to_the_xray_shows_first_row_on_top(scene):
     detector = Detector(1000.0, 40, 64, 2.0, 2.0)
     k = detector.intrinsics()
     pose = true_pose((0.0, 0.0, 0.0), -40.0, 25.0)
-    node = mrml.xray_volume_node(scene, np.zeros((40, 64), np.float32), pose.numpy(), k, detector.sdd)
+    node = xray_plane.xray_volume_node(scene, np.zeros((40, 64), np.float32), pose.numpy(), k, detector.sdd)
     slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
     slice_node.SetLayoutName("Red")
     slice_node.SetDimensions(300, 200, 1)
     slice_node.SetOrientationToAxial()
-    mrml.align_slice_to_xray(slice_node, node)
-    s = mrml.array_from_vtk_matrix(slice_node.GetSliceToRAS())
+    views.align_slice_to_xray(slice_node, node)
+    s = vtkdata.array_from_vtk_matrix(slice_node.GetSliceToRAS())
     m = _ijk_to_ras(node)
     columns, rows = m[:3, 0] / np.linalg.norm(m[:3, 0]), m[:3, 1] / np.linalg.norm(m[:3, 1])
     np.testing.assert_allclose(s[:3, 0], columns, atol=1e-9)  # screen right = increasing column
@@ -137,34 +138,34 @@ def test_slice_view_aligned_to_the_xray_shows_first_row_on_top(scene):
 
 def test_transform_node_maps_camera_to_world(scene):
     pose = true_pose((5.0, 7.0, -3.0), 30.0, 10.0).numpy()
-    node = mrml.pose_transform_node(scene, pose)
+    node = poses.pose_transform_node(scene, pose)
     to_parent = node.GetTransformToParent()
     # The source (camera origin) lands at the pose's translation; a point 1 m down the beam along +z.
     np.testing.assert_allclose(to_parent.TransformPoint((0.0, 0.0, 0.0)), pose[:3, 3], atol=1e-9)
     np.testing.assert_allclose(to_parent.TransformPoint((0.0, 0.0, 1000.0)), pose[:3, 3] + 1000 * pose[:3, 2], atol=1e-9)
-    np.testing.assert_allclose(mrml.pose_from_transform_node(node), pose, atol=1e-12)
+    np.testing.assert_allclose(poses.pose_from_transform_node(node), pose, atol=1e-12)
     with pytest.raises(ValueError):
-        mrml.set_pose(node, np.diag([1.0, 1.0, -1.0, 1.0]))  # a reflection is not a C-arm pose
+        poses.set_pose(node, np.diag([1.0, 1.0, -1.0, 1.0]))  # a reflection is not a C-arm pose
 
 
 @pytest.mark.parametrize("suffix", [".h5", ".tfm"])
 def test_transforms_saved_by_slicer_read_back_in_xvrcore_and_the_reverse(scene, tmp_path, suffix):
     pose = true_pose((5.0, 7.0, -3.0), -25.0, 15.0).numpy()
-    node = mrml.pose_transform_node(scene, pose)
-    saved = mrml.save_transform_node(node, tmp_path / f"pose{suffix}")
+    node = poses.pose_transform_node(scene, pose)
+    saved = poses.save_transform_node(node, tmp_path / f"pose{suffix}")
     np.testing.assert_allclose(read_pose_transform(saved), pose, atol=1e-9)
     # ... and the .tfm that `xvrcore register` writes loads as the same node.
     ours = write_pose_transform(tmp_path / f"ours{suffix}", pose)
-    loaded = mrml.load_transform_node(scene, ours)
-    np.testing.assert_allclose(mrml.pose_from_transform_node(loaded), pose, atol=1e-9)
+    loaded = poses.load_transform_node(scene, ours)
+    np.testing.assert_allclose(poses.pose_from_transform_node(loaded), pose, atol=1e-9)
 
 
 def test_frustum_under_the_pose_transform_reaches_the_detector_corners(scene):
     detector = Detector(1000.0, 50, 70, 2.0, 2.0)
     k = detector.intrinsics()
     pose = true_pose((0.0, 0.0, 0.0), 10.0, 5.0)
-    transform = mrml.pose_transform_node(scene, pose.numpy())
-    model = mrml.frustum_model_node(scene, k, detector.sdd, transform)
+    transform = poses.pose_transform_node(scene, pose.numpy())
+    model = xray_plane.frustum_model_node(scene, k, detector.sdd, transform)
     from xvrcore.geometry.camera import frustum_corners
 
     points = slicer.util.arrayFromModelPoints(model)
@@ -177,16 +178,16 @@ def test_frustum_under_the_pose_transform_reaches_the_detector_corners(scene):
 
 def test_outline_pixels_lie_on_the_projected_segment(scene, torso_crop):
     ct, labels = torso_crop
-    ct_node = mrml.volume_node_from_volume(scene, ct, name="CT")
-    segmentation = mrml.segmentation_from_labelmap(scene, _kept_labels(labels), KEPT)
-    exported, names, _ = mrml.segmentation_labelmap(segmentation, ct_node)
+    ct_node = volumes.volume_node_from_volume(scene, ct, name="CT")
+    segmentation = volumes.segmentation_from_labelmap(scene, _kept_labels(labels), KEPT)
+    exported, names, _ = volumes.segmentation_labelmap(segmentation, ct_node)
     detector = Detector(1000.0, 96, 128, 1.5, 1.5)
     k = detector.intrinsics()
     pose = true_pose(ct.center, 15.0, -10.0)
-    volumes = {label: DRRVolume.from_volume(v) for label, v in structure_volumes(exported, sorted(names)).items()}
-    masks = structure_masks(volumes, pose.numpy(), k)
-    outlines = mrml.outline_labels(masks)
-    node = mrml.xray_volume_node(scene, outlines, pose.numpy(), k, detector.sdd, class_name="vtkMRMLLabelMapVolumeNode")
+    structures = {label: DRRVolume.from_volume(v) for label, v in structure_volumes(exported, sorted(names)).items()}
+    masks = structure_masks(structures, pose.numpy(), k)
+    outlines = views.outline_labels(masks)
+    node = xray_plane.xray_volume_node(scene, outlines, pose.numpy(), k, detector.sdd, class_name="vtkMRMLLabelMapVolumeNode")
     stored = slicer.util.arrayFromVolume(node)[0]
     np.testing.assert_array_equal(stored, outlines)
     for label, name in names.items():
@@ -218,7 +219,7 @@ def test_landmarks_placed_on_the_xray_become_pixels_and_recover_the_pose(scene, 
     pixels = project(torch.as_tensor(points_3d), torch.linalg.inv(truth), k)[0][0].numpy()
     # The X-ray node is shown at a rough start pose; the user clicks the points on it in a slice view.
     start = true_pose(ct.center, 20.0, -5.0, roll=0.0, offset=(0.0, 0.0))
-    node = mrml.xray_volume_node(scene, np.zeros((120, 120), np.float32), start.numpy(), k, detector.sdd)
+    node = xray_plane.xray_volume_node(scene, np.zeros((120, 120), np.float32), start.numpy(), k, detector.sdd)
     m = _ijk_to_ras(node)
     on_xray = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "X-ray points")
     in_ct = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CT points")
@@ -227,7 +228,7 @@ def test_landmarks_placed_on_the_xray_become_pixels_and_recover_the_pose(scene, 
         on_xray.AddControlPoint(*(m @ [u, v, 0.0, 1.0])[:3].tolist(), f"L{i}")
     for i in order:  # placed in another order: paired by label
         in_ct.AddControlPoint(*points_3d[i].tolist(), f"L{i}")
-    p2, p3, names = mrml.landmarks_from_markups(on_xray, in_ct, start.numpy(), k)
+    p2, p3, names = markups.landmarks_from_markups(on_xray, in_ct, start.numpy(), k)
     np.testing.assert_allclose(p2, pixels, atol=1e-6)
     np.testing.assert_allclose(p3, points_3d, atol=1e-6)
     assert names == [f"L{i}" for i in range(7)]
@@ -240,26 +241,26 @@ def test_landmarks_placed_on_the_xray_become_pixels_and_recover_the_pose(scene, 
 
 def test_scene_survives_an_mrb_round_trip(scene, torso_crop, tmp_path):
     ct, labels = torso_crop
-    mrml.volume_node_from_volume(scene, ct, name="CT")
-    mrml.segmentation_from_labelmap(scene, _kept_labels(labels), KEPT, name="Structures")
+    volumes.volume_node_from_volume(scene, ct, name="CT")
+    volumes.segmentation_from_labelmap(scene, _kept_labels(labels), KEPT, name="Structures")
     detector = Detector(1000.0, 48, 64, 2.0, 2.0)
     k = detector.intrinsics()
     pose = true_pose(ct.center, 10.0, 5.0).numpy()
-    transform = mrml.pose_transform_node(scene, pose, name="X-ray pose")
+    transform = poses.pose_transform_node(scene, pose, name="X-ray pose")
     image = np.random.default_rng(0).random((48, 64)).astype(np.float32)
-    xray = mrml.xray_volume_node(scene, image, pose, k, detector.sdd, name="X-ray", attributes={"Role": "xray"})
-    xray.SetNodeReferenceID(mrml.REFERENCE_ROLES["pose"], transform.GetID())
-    frustum = mrml.frustum_model_node(scene, k, detector.sdd, transform)
-    xray.SetNodeReferenceID(mrml.REFERENCE_ROLES["frustum"], frustum.GetID())
+    xray = xray_plane.xray_volume_node(scene, image, pose, k, detector.sdd, name="X-ray", attributes={"Role": "xray"})
+    xray.SetNodeReferenceID(REFERENCE_ROLES["pose"], transform.GetID())
+    frustum = xray_plane.frustum_model_node(scene, k, detector.sdd, transform)
+    xray.SetNodeReferenceID(REFERENCE_ROLES["frustum"], frustum.GetID())
     points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CT points")
     points.AddControlPoint(1.0, 2.0, 3.0, "P")
     parameters = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "XVRTraining")
     parameters.SetAttribute("ModuleName", "XVRTraining")
     parameters.SetParameter("trainedModel", str(tmp_path / "model"))
 
-    bundle = mrml.save_scene_mrb(scene, tmp_path / "scene.mrb")
+    bundle = save_scene_mrb(scene, tmp_path / "scene.mrb")
     other = new_scene(tmp_path / "cache2")
-    mrml.load_scene_mrb(other, bundle)
+    load_scene_mrb(other, bundle)
 
     def named(name):
         nodes = other.GetNodesByName(name)
@@ -268,34 +269,34 @@ def test_scene_survives_an_mrb_round_trip(scene, torso_crop, tmp_path):
 
     ct2, xray2 = named("CT"), named("X-ray")
     np.testing.assert_allclose(_ijk_to_ras(ct2), ct.affine, atol=1e-4)
-    np.testing.assert_array_equal(mrml.volume_from_node(ct2).data, ct.data)
+    np.testing.assert_array_equal(volumes.volume_from_node(ct2).data, ct.data)
     np.testing.assert_allclose(_ijk_to_ras(xray2), _ijk_to_ras(xray), atol=1e-4)
     np.testing.assert_allclose(slicer.util.arrayFromVolume(xray2)[0], image)
-    assert mrml.xray_intrinsics(xray2) == k and xray2.GetAttribute("XVR.Role") == "xray"
-    pose2 = xray2.GetNodeReference(mrml.REFERENCE_ROLES["pose"])
-    np.testing.assert_allclose(mrml.pose_from_transform_node(pose2), pose, atol=1e-9)
-    frustum2 = xray2.GetNodeReference(mrml.REFERENCE_ROLES["frustum"])
+    assert xray_plane.xray_intrinsics(xray2) == k and xray2.GetAttribute("XVR.Role") == "xray"
+    pose2 = xray2.GetNodeReference(REFERENCE_ROLES["pose"])
+    np.testing.assert_allclose(poses.pose_from_transform_node(pose2), pose, atol=1e-9)
+    frustum2 = xray2.GetNodeReference(REFERENCE_ROLES["frustum"])
     assert frustum2.GetParentTransformNode().GetID() == pose2.GetID()
     assert named("Structures").GetSegmentation().GetNumberOfSegments() == 3
-    assert mrml.markups_points_world(named("CT points"))[0].tolist() == [[1.0, 2.0, 3.0]]
-    assert mrml.module_parameter(other, "XVRTraining", "trainedModel") == str(tmp_path / "model")
+    assert markups.markups_points_world(named("CT points"))[0].tolist() == [[1.0, 2.0, 3.0]]
+    assert module_parameter(other, "XVRTraining", "trainedModel") == str(tmp_path / "model")
 
 
 def test_xray_volume_node_refuses_an_image_of_another_size(scene):
     k = Intrinsics(-500.0, 500.0, 31.5, 19.5, 64, 40)
     with pytest.raises(ValueError, match="does not match"):
-        mrml.xray_volume_node(scene, np.zeros((64, 40)), np.eye(4), k, 1000.0)
+        xray_plane.xray_volume_node(scene, np.zeros((64, 40)), np.eye(4), k, 1000.0)
 
 
 def test_attenuation_volume_from_a_node_renders(scene, torso_crop):
     """The CT node is a valid input of the renderer (what the panel's DRR overlay uses)."""
     ct, _ = torso_crop
-    node = mrml.volume_node_from_volume(scene, ct, name="CT")
-    volume = DRRVolume.from_volume(to_attenuation(mrml.volume_from_node(node)))
+    node = volumes.volume_node_from_volume(scene, ct, name="CT")
+    volume = DRRVolume.from_volume(to_attenuation(volumes.volume_from_node(node)))
     k = Intrinsics(-400.0, 400.0, 15.5, 15.5, 32, 32)
-    from xvrcore.drr.render import render
+    from xvrcore.drr import render
 
     with torch.no_grad():
         image = render(volume, true_pose(ct.center, 0.0, 0.0).float(), k)
     assert image.shape == (1, 1, 32, 32) and float(image.max()) > 0
-    assert volume_from_array(ct.data, ct.affine).same_grid(mrml.volume_from_node(node))
+    assert volume_from_array(ct.data, ct.affine).same_grid(volumes.volume_from_node(node))

@@ -22,7 +22,8 @@ torch = pytest.importorskip("torch")
 trame_core = pytest.importorskip("trame_slicer.core")
 trame_views = pytest.importorskip("trame_slicer.views")
 
-from XVRCoreLib import mrml
+from XVRCoreLib import volumes, xray_plane
+from XVRCoreLib.scene import REFERENCE_ROLES
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "Resources" / "Screenshots"
@@ -56,10 +57,10 @@ def _grab(view, path: Path) -> np.ndarray:
 def rendered(registration_module, torso_path, torso_crop, tmp_path_factory):
     """The panel's scene for one synthetic X-ray of the torso CT, with a slice view and a 3D view."""
     from slicertest_utils import true_pose
-    from xvrcore.drr.render import DRRVolume
+    from xvrcore.drr import DRRVolume
     from xvrcore.geometry.camera import Detector
+    from xvrcore.volume import load_volume, volume_from_array
     from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.volume.grid import load_volume, volume_from_array
     from xvrcore.xray.synthesis import synthesize_xray, write_xray_dicom
 
     out = tmp_path_factory.mktemp("render")
@@ -84,14 +85,14 @@ def rendered(registration_module, torso_path, torso_crop, tmp_path_factory):
     slice_node = scene.GetNodeByID("vtkMRMLSliceNodeRed")
     slice_node.SetDimensions(*SLICE_SIZE, 1)
 
-    ct_node = mrml.load_volume_node(scene, torso_path, name="CT")
+    ct_node = volumes.load_volume_node(scene, torso_path, name="CT")
     data = np.zeros(ct.data.shape, np.int16)  # the crop's labels on the full CT's grid
     k0 = int(round(ct.ras_to_ijk(labels.origin)[2]))
     data[k0 : k0 + labels.data.shape[0]] = np.where(np.isin(labels.data, list(STRUCTURES)), labels.data, 0)
     colors = {5: (221, 130, 101), 52: (224, 97, 76), 31: (216, 186, 128), 32: (255, 215, 140), 33: (230, 180, 110)}
-    segmentation = mrml.segmentation_from_labelmap(scene, volume_from_array(data, ct.affine, kind="labels"),
+    segmentation = volumes.segmentation_from_labelmap(scene, volume_from_array(data, ct.affine, kind="labels"),
                                                    STRUCTURES, colors, name="Structures")
-    bone = mrml.segmentation_from_labelmap(scene, volume_from_array((ct.data > 300).astype(np.int16), ct.affine,
+    bone = volumes.segmentation_from_labelmap(scene, volume_from_array((ct.data > 300).astype(np.int16), ct.affine,
                                                                     kind="labels"), {1: "bone"}, {1: (241, 214, 145)},
                                            name="Bone")
     for node in (segmentation, bone):
@@ -100,9 +101,9 @@ def rendered(registration_module, torso_path, torso_crop, tmp_path_factory):
     bone.GetDisplayNode().SetOpacity3D(0.5)
 
     logic = registration_module.XVRRegistrationLogic()
-    xray_node = logic.importXray(dicom, scene, ct_node)
-    logic.setPose(xray_node, pose.numpy())  # as a registration result would
-    drr_node, outline_node = logic.updateOverlays(xray_node, ct_node, segmentation, maxSize=200)
+    xray_node = logic.xrays.importXray(dicom, scene, ct_node)
+    logic.poses.setPose(xray_node, pose.numpy())  # as a registration result would
+    drr_node, outline_node = logic.overlays.updateOverlays(xray_node, ct_node, segmentation, maxSize=200)
     return {"app": app, "red": red, "threed": threed, "scene": scene, "slice": slice_node, "logic": logic,
             "xray": xray_node, "drr": drr_node, "outlines": outline_node, "ct": ct, "pose": pose.numpy(), "target": target,
             "detector": detector, "out": out}
@@ -110,7 +111,7 @@ def rendered(registration_module, torso_path, torso_crop, tmp_path_factory):
 
 def _image_to_screen(r, u, v):
     """Screen (column, row from the top) of X-ray pixel (u, v) in the aligned slice view."""
-    k = mrml.xray_intrinsics(r["xray"])
+    k = xray_plane.xray_intrinsics(r["xray"])
     fov = r["slice"].GetFieldOfView()
     scale = SLICE_SIZE[0] / fov[0]
     spacing_u, spacing_v = r["detector"].col_spacing, r["detector"].row_spacing
@@ -121,9 +122,9 @@ def _image_to_screen(r, u, v):
 
 def test_slice_view_shows_the_xray_upright_and_unmirrored(rendered):
     r = rendered
-    r["logic"].showXray(r["xray"], r["slice"], opacity=0.0, showOutlines=False)
+    r["logic"].display.showXray(r["xray"], r["slice"], opacity=0.0, showOutlines=False)
     shot = _grab(r["red"], r["out"] / "xray_only.png").astype(np.float64).mean(-1)
-    xray = r["logic"].xray(r["xray"])
+    xray = r["logic"].xrays.xray(r["xray"])
     display = -xray.pixels  # XA: dense displayed dark (inverted grey)
     # Sample the screen where each X-ray pixel should be and compare with the image and its mirrors.
     v, u = np.mgrid[5 : xray.pixels.shape[0] - 5 : 4, 5 : xray.pixels.shape[1] - 5 : 4]
@@ -142,19 +143,19 @@ def test_slice_view_shows_the_xray_upright_and_unmirrored(rendered):
 def test_registration_view_with_drr_and_outlines(rendered):
     r = rendered
     # The DRR in warm colours tints the X-ray (red above blue) inside the image.
-    r["logic"].showXray(r["xray"], r["slice"], opacity=0.45, showOutlines=False)
+    r["logic"].display.showXray(r["xray"], r["slice"], opacity=0.45, showOutlines=False)
     r["drr"].GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeWarm1")
     tinted = _grab(r["red"], r["out"] / "drr_tint.png").astype(np.int16)
     r["drr"].GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeInvertedGrey")
     centre = tinted[SLICE_SIZE[1] // 2 - 20 : SLICE_SIZE[1] // 2 + 20, SLICE_SIZE[0] // 2 - 20 : SLICE_SIZE[0] // 2 + 20]
     assert centre[..., 0].mean() > centre[..., 2].mean() + 10
     # The panel's look: X-ray and DRR alike (dense dark), the segments' outlines in their colours.
-    r["logic"].showXray(r["xray"], r["slice"], opacity=0.5, showOutlines=True)
+    r["logic"].display.showXray(r["xray"], r["slice"], opacity=0.5, showOutlines=True)
     shot = _grab(r["red"], r["out"] / "registration_slice_view.png").astype(np.int16)
     outlines = slicer.util.arrayFromVolume(r["outlines"])[0]
     assert set(np.unique(outlines)) - {0}, "no outline pixels"
     # Outline pixels of the label layer appear on screen in their segment's colour, where they project.
-    k = mrml.xray_intrinsics(r["outlines"])
+    k = xray_plane.xray_intrinsics(r["outlines"])
     scale_to_xray = r["detector"].cols / k.width
     colour_table = r["outlines"].GetDisplayNode().GetColorNode()
     hits = 0
@@ -172,10 +173,10 @@ def test_registration_view_with_drr_and_outlines(rendered):
 
 def test_checkerboard_view(rendered):
     r = rendered
-    r["logic"].showCheckerboard(r["xray"], r["slice"])
+    r["logic"].display.showCheckerboard(r["xray"], r["slice"])
     shot = _grab(r["red"], r["out"] / "checkerboard_slice_view.png").astype(np.float64).mean(-1)
     assert shot.std() > 10
-    r["logic"].showXray(r["xray"], r["slice"], opacity=0.45)
+    r["logic"].display.showXray(r["xray"], r["slice"], opacity=0.45)
 
 
 def test_threed_view_shows_beam_detector_and_segments(rendered):
@@ -184,7 +185,7 @@ def test_threed_view_shows_beam_detector_and_segments(rendered):
     pose = r["pose"]
     renderer = view.renderer()
     camera = renderer.GetActiveCamera()
-    k = mrml.xray_intrinsics(r["xray"])
+    k = xray_plane.xray_intrinsics(r["xray"])
     detector_centre = pose[:3, 3] + r["detector"].sdd * pose[:3, 2]
     side = pose[:3, 0] * 0.75 - pose[:3, 1] * 0.35 + pose[:3, 2] * 0.75  # beside the beam, behind the detector
     focal = 0.5 * (pose[:3, 3] + detector_centre)
@@ -201,7 +202,7 @@ def test_threed_view_shows_beam_detector_and_segments(rendered):
     assert yellow.sum() > 150, "the C-arm beam is not visible"
     assert grey.sum() > 500, "the textured detector plane is not visible"
     # Without the beam model the yellow lines are gone: they were the beam.
-    frustum = r["xray"].GetNodeReference(mrml.REFERENCE_ROLES["frustum"])
+    frustum = r["xray"].GetNodeReference(REFERENCE_ROLES["frustum"])
     frustum.GetDisplayNode().SetVisibility(False)
     without = _grab(view, r["out"] / "no_beam.png").astype(np.int16)
     yellow_without = (without[..., 0] > 170) & (without[..., 1] > 130) & (without[..., 2] < 90) & (
@@ -214,24 +215,24 @@ def test_threed_view_shows_beam_detector_and_segments(rendered):
 
 
 def test_threed_view_shows_the_ct_by_volume_rendering(rendered):
-    from xvrcore.volume.grid import volume_from_array
+    from xvrcore.volume import volume_from_array
 
     r = rendered
     vr = r["app"].volume_rendering._logic  # Slicer's vtkSlicerVolumeRenderingLogic, registered with the scene
     ct_node = r["scene"].GetFirstNodeByName("CT")
     ct = r["ct"]
-    segmentation = mrml.segmentation_from_labelmap(r["scene"], volume_from_array((ct.data > 500).astype(np.int16), ct.affine,
+    segmentation = volumes.segmentation_from_labelmap(r["scene"], volume_from_array((ct.data > 500).astype(np.int16), ct.affine,
                                                                                   kind="labels"), {1: "dense bone"})
     assert not segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
-    assert r["logic"].volumeRenderingPreset(ct_node) == "CT-Bone"
-    display = r["logic"].show3D(ct_node, segmentation, volumeRenderingLogic=vr)
+    assert r["logic"].display.volumeRenderingPreset(ct_node) == "CT-Bone"
+    display = r["logic"].display.show3D(ct_node, segmentation, volumeRenderingLogic=vr)
     try:
         assert display.GetVisibility() and vr.GetFirstVolumeRenderingDisplayNode(ct_node) is display
         assert segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
         assert segmentation.GetDisplayNode().GetVisibility3D()
         ramp = display.GetVolumePropertyNode().GetVolumeProperty().GetScalarOpacity()
         assert ramp.GetValue(-1000.0) == 0.0 and ramp.GetValue(1000.0) > 0.0  # bone shows, air does not
-        assert r["logic"].show3D(ct_node, segmentation, volumeRenderingLogic=vr) is display  # idempotent
+        assert r["logic"].display.show3D(ct_node, segmentation, volumeRenderingLogic=vr) is display  # idempotent
         with_vr = _grab(r["threed"], r["out"] / "volume_rendering.png").astype(np.int16)
         display.SetVisibility(False)
         without_vr = _grab(r["threed"], r["out"] / "no_volume_rendering.png").astype(np.int16)

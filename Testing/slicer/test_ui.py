@@ -122,8 +122,19 @@ def load(module: str):
     return form
 
 
+def panel_sources(module: str) -> list[Path]:
+    """The module file and its helper package (the panel's sections live in ``<module>Lib``)."""
+    return [REPO / module / f"{module}.py", *sorted((REPO / module / f"{module}Lib").glob("*.py"))]
+
+
 def used_widget_names(module: str) -> set[str]:
-    tree = ast.parse((REPO / module / f"{module}.py").read_text(encoding="utf-8"))
+    names = set()
+    for path in panel_sources(module):
+        names |= _used_widget_names(ast.parse(path.read_text(encoding="utf-8")))
+    return names
+
+
+def _used_widget_names(tree) -> set[str]:
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):

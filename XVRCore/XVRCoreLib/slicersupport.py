@@ -15,6 +15,15 @@ import sys
 import slicer
 from slicer.i18n import tr as _
 
+__all__ = [
+    "TORCH_VERSION_REQUIREMENT",
+    "core_version",
+    "ensure_dependencies",
+    "missing_requirements",
+    "process_environment",
+    "python_executable",
+]
+
 TORCH_VERSION_REQUIREMENT = ">=2.2"
 
 

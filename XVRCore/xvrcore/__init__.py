@@ -1,14 +1,87 @@
-"""xvrcore: the Slicer-free core of SlicerXVR.
+"""xvrcore: the Slicer-free core of SlicerXVR — registering intraoperative X-rays to a preoperative CT/MRA.
 
-Geometry, volumes, a differentiable DRR renderer and metrics for registering intraoperative
-X-ray images to a preoperative CT/MRA. Nothing here imports Slicer or Qt.
+The conventions every part shares (world, camera, intrinsics, mirrored views, the result JSON) are in
+:mod:`xvrcore.conventions`. The subpackages are layers, lowest first, and each imports only from the
+layers below it (README, "Layout"):
 
-Conventions (shared by every module; see ``geometry.py`` for the details):
+``geometry`` → ``io`` → ``volume`` → ``metrics`` → ``drr`` → ``xray`` → ``learning`` → ``registration`` → ``app``
 
-* World frame: the volume's physical RAS frame in millimetres (DICOM LPS converted to RAS).
-* Camera frame: origin at the X-ray source, +z along the principal ray toward the detector,
-  +y along increasing image row. Intrinsics are in pixels of the image grid and the first
-  pixel's centre is (0, 0).
+The main API is importable from here; ``import xvrcore`` itself stays cheap (no torch) and loads a
+name's subpackage on first use::
+
+    from xvrcore import load_volume, to_attenuation, DRRVolume, read_xray, register, pose_from_xray
+
+Nothing here imports Slicer, VTK or Qt.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+# name -> the module that defines it (loaded on first access).
+_API = {
+    "Detector": "xvrcore.geometry",
+    "Intrinsics": "xvrcore.geometry",
+    "CameraPose": "xvrcore.geometry",
+    "camera_pose": "xvrcore.geometry",
+    "carm_pose": "xvrcore.geometry",
+    "pose_from_xray": "xvrcore.geometry",
+    "read_pose_json": "xvrcore.io",
+    "write_pose_json": "xvrcore.io",
+    "read_pose_transform": "xvrcore.io",
+    "write_pose_transform": "xvrcore.io",
+    "Volume": "xvrcore.volume",
+    "load_volume": "xvrcore.volume",
+    "load_labelmap": "xvrcore.volume",
+    "to_attenuation": "xvrcore.volume",
+    "DRRVolume": "xvrcore.drr",
+    "render": "xvrcore.drr",
+    "read_xray": "xvrcore.xray",
+    "XrayImage": "xvrcore.xray",
+    "RegistrationSettings": "xvrcore.registration",
+    "register": "xvrcore.registration",
+    "PipelineSettings": "xvrcore.registration",
+    "register_inputs": "xvrcore.registration",
+    "solve_pnp": "xvrcore.registration",
+}
+
+__all__ = [
+    "__version__",
+    "Detector",
+    "Intrinsics",
+    "CameraPose",
+    "camera_pose",
+    "carm_pose",
+    "pose_from_xray",
+    "read_pose_json",
+    "write_pose_json",
+    "read_pose_transform",
+    "write_pose_transform",
+    "Volume",
+    "load_volume",
+    "load_labelmap",
+    "to_attenuation",
+    "DRRVolume",
+    "render",
+    "read_xray",
+    "XrayImage",
+    "RegistrationSettings",
+    "register",
+    "PipelineSettings",
+    "register_inputs",
+    "solve_pnp",
+]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xvrcore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

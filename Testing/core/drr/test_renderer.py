@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from xvrcore.drr.render import DRRVolume, render
+from xvrcore.drr import DRRVolume, render
 from xvrcore.geometry.camera import Detector, Intrinsics, backproject, pixel_grid, project, world_to_camera
 from xvrcore.geometry.carm import carm_pose
 from xvrcore.geometry.rotations import axis_angle_to_matrix, euler_to_matrix, make_rigid
@@ -172,8 +172,8 @@ def test_pinhole_image_is_the_mirror_of_the_detector_view():
 
 
 def test_left_right_flipped_ct_gives_flipped_images(pelvis_ct_path):
+    from xvrcore.volume import load_volume
     from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.volume.grid import load_volume
 
     ct = load_volume(pelvis_ct_path)
     mu = to_attenuation(ct)
@@ -203,8 +203,8 @@ def test_left_right_flipped_ct_gives_flipped_images(pelvis_ct_path):
 
 @pytest.fixture(scope="module")
 def pelvis(pelvis_ct_path):
+    from xvrcore.volume import load_volume
     from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.volume.grid import load_volume
 
     ct = load_volume(pelvis_ct_path)
     return DRRVolume.from_volume(to_attenuation(ct)), torch.as_tensor(ct.center)

@@ -14,7 +14,7 @@ CHILD = textwrap.dedent(
     from xvrcore.volume.attenuation import to_attenuation
     from xvrcore.geometry.carm import carm_pose
     from xvrcore.geometry import Detector
-    from xvrcore.drr.render import DRRVolume, render
+    from xvrcore.drr import DRRVolume, render
     from xvrcore.volume import load_volume
 
     def status(key):

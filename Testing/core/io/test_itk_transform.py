@@ -86,7 +86,7 @@ def test_file_holds_the_lps_resampling_transform(tmp_path):
 
 def test_reads_other_linear_transform_classes(tmp_path):
     pose = next(_poses())
-    m = itk_from_camera_to_world(pose)
+    m = itk_from_camera_to_world(pose).numpy()
     euler = sitk.Euler3DTransform()
     euler.SetCenter((5.0, -7.0, 11.0))  # a centred rigid transform as other tools write it
     euler.SetMatrix(m[:3, :3].ravel().tolist())

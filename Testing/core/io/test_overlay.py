@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from xvrcore.drr.render import DRRVolume, render
+from xvrcore.drr import DRRVolume, render, structure_masks
 from xvrcore.geometry.camera import Detector, camera_directions, pixel_grid
 from xvrcore.geometry.positioner import pose_from_positioner
 from xvrcore.io.images import to_uint8
+from xvrcore.io.label_names import read_label_names
 from xvrcore.io.overlay import (
     EDGE_COLOR,
     checkerboard_picture,
@@ -17,11 +18,9 @@ from xvrcore.io.overlay import (
     gradient_magnitude,
     outline,
     overlay_picture,
-    read_label_names,
-    structure_masks,
 )
+from xvrcore.volume import load_labelmap, load_volume, volume_from_array
 from xvrcore.volume.attenuation import to_attenuation
-from xvrcore.volume.grid import load_labelmap, load_volume, volume_from_array
 from xvrcore.volume.labels import structure_volumes
 
 

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 import torch
-from xvrcore.learning.checkpoint import CheckpointError, camera_metadata, load_model, save_model
 from xvrcore.learning.hub import pull
+from xvrcore.learning.model_files import CheckpointError, camera_metadata, load_model, save_model
 from xvrcore.learning.network import ArchitectureSpec, InputSpec, PoseRegressor, PoseSpec
 
 COMMIT_MAIN = "0123456789abcdef0123456789abcdef01234567"
@@ -80,7 +80,7 @@ def test_offline_pull_from_the_hugging_face_cache(repo, tmp_path):
         f"""
         import json
         from xvrcore.learning.hub import pull
-        from xvrcore.learning.checkpoint import CheckpointError
+        from xvrcore.learning.model_files import CheckpointError
         out = {{
             "main": str(pull("acme/xvr-models", cache_dir={str(tmp_path / 'hf')!r})),
             "v1": str(pull("acme/xvr-models", revision="v1", cache_dir={str(tmp_path / 'hf')!r})),

@@ -5,21 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from xvrcore.drr.render import DRRVolume, render
+from xvrcore.drr import DRRVolume, render
 from xvrcore.geometry.camera import Detector
-from xvrcore.learning.checkpoint import (
-    CheckpointError,
-    CheckpointMismatchError,
-    camera_metadata,
-    save_model,
-    volume_fingerprint,
-)
 from xvrcore.learning.inference import PatientFrame, predict_pose, resample_to_intrinsics
+from xvrcore.learning.model_files import CheckpointError, CheckpointMismatchError, camera_metadata, save_model
 from xvrcore.learning.network import ArchitectureSpec, InputSpec, PoseSpec, minmax, prepare_input, to_world
 from xvrcore.learning.sampling import PRESETS, keyed_generator, sample_poses
 from xvrcore.metrics.similarity import ncc
+from xvrcore.volume import load_volume, volume_fingerprint
 from xvrcore.volume.attenuation import to_attenuation
-from xvrcore.volume.grid import load_volume
 
 PELVIS = PRESETS["pelvis"]
 CANONICAL = Detector(PELVIS.sdd, 64, 64, PELVIS.pixel_spacing(64), PELVIS.pixel_spacing(64), mirrored=True).intrinsics()
@@ -102,7 +96,7 @@ def model_dir(tmp_path_factory, scene):
 
 
 def test_prediction_is_the_network_on_the_canonical_image_placed_in_the_ct(scene, model_dir):
-    from xvrcore.learning.checkpoint import load_model
+    from xvrcore.learning import load_model
 
     ct, volume, poses = scene
     loaded = load_model(model_dir)

@@ -13,17 +13,14 @@ from safetensors.torch import load_file
 from xvrcore.app.jobs import JobRunner
 from xvrcore.geometry.rotations import euler_to_matrix
 from xvrcore.io.events import EXIT_CANCELLED, parse_line
-from xvrcore.learning.checkpoint import (
-    CheckpointError,
-    CheckpointMismatchError,
-    latest_checkpoint,
-    load_model,
-)
+from xvrcore.learning.model_files import CheckpointError, CheckpointMismatchError, load_model
 from xvrcore.learning.network import minmax, prepare_input, to_world
-from xvrcore.learning.training import TrainSettings, lr_factor, prepare_training_target, train
+from xvrcore.learning.run_state import latest_checkpoint
+from xvrcore.learning.training import TrainingTarget, TrainSettings, lr_factor, prepare_training_target, train
+from xvrcore.learning.training.loop import Trainer
+from xvrcore.volume import Volume, load_labelmap, load_volume
 from xvrcore.volume.attenuation import hu_to_attenuation
 from xvrcore.volume.frames import apply, frame_correction, register_rigid
-from xvrcore.volume.grid import Volume, load_labelmap, load_volume
 
 # Narrow ranges: a tiny network learns something from them within a few dozen iterations.
 RANGES = {"alpha": [-10, 10], "beta": [-10, 10], "gamma": [0, 0], "x": [-40, 40], "y": [-800, -700], "z": [-40, 40],
@@ -59,27 +56,22 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_factor(10, 0.5, 10) == pytest.approx(0.5) and lr_factor(99, 1.0, 10) == pytest.approx(0.0)
 
 
-def test_a_tiny_model_reduces_its_loss(torso, tmp_path):
+def test_a_tiny_model_reduces_its_loss(torso, tmp_path, monkeypatch):
     losses, events = [], []
 
     def progress(event):
         events.append(event)
 
-    from xvrcore.learning import training
-
-    original = training._Run.step
+    original = Trainer.step
 
     def step(self):
         stats = original(self)
         losses.append(stats["loss"])
         return stats
 
-    training._Run.step = step
-    try:
-        result = train(_config(torso, tmp_path / "run", iterations=50, batch_size=8, validate_every=50, validation_size=8,
-                               checkpoint_every=0, augmentation={"p": 0.0}), progress=progress)
-    finally:
-        training._Run.step = original
+    monkeypatch.setattr(Trainer, "step", step)
+    result = train(_config(torso, tmp_path / "run", iterations=50, batch_size=8, validate_every=50, validation_size=8,
+                           checkpoint_every=0, augmentation={"p": 0.0}), progress=progress)
     assert result.status == "finished" and result.iterations == 50
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
     assert last < 0.85 * first, f"loss {first:.3f} -> {last:.3f}"
@@ -94,16 +86,14 @@ def test_a_tiny_model_reduces_its_loss(torso, tmp_path):
     assert model.metadata["volume"]["sha256"] and model.metadata["sampling"]["ranges"]["y"] == [-800, -700]
 
 
-def test_the_pose_only_phase_renders_no_prediction_then_switches_to_the_papers_loss(torso, tmp_path, capsys):
-    from xvrcore.learning import training
-
+def test_the_pose_only_phase_renders_no_prediction_then_switches_to_the_papers_loss(torso, tmp_path, capsys, monkeypatch):
     renders, stats = [], []  # per step: for each render, whether its poses carry a gradient
-    render_batch, step = training.render_batch, training._Run.step
+    render, step = TrainingTarget.render, Trainer.step
 
-    def counting_render(*args, **kw):
+    def counting_render(*args, **kw):  # args: the target, then the poses
         if renders and isinstance(renders[-1], list):
             renders[-1].append(args[1].requires_grad)  # a gradient: the DRR at the prediction
-        return render_batch(*args, **kw)
+        return render(*args, **kw)
 
     def recording_step(self):
         renders.append([])
@@ -111,11 +101,9 @@ def test_the_pose_only_phase_renders_no_prediction_then_switches_to_the_papers_l
         renders[-1] = tuple(renders[-1])  # closed: later renders belong to validation
         return stats[-1]
 
-    training.render_batch, training._Run.step = counting_render, recording_step
-    try:
-        train(_config(torso, tmp_path / "run", iterations=6, pose_loss_fraction=0.5, min_coverage=0.0, progress_bar=True))
-    finally:
-        training.render_batch, training._Run.step = render_batch, step
+    monkeypatch.setattr(TrainingTarget, "render", counting_render)
+    monkeypatch.setattr(Trainer, "step", recording_step)
+    train(_config(torso, tmp_path / "run", iterations=6, pose_loss_fraction=0.5, min_coverage=0.0, progress_bar=True))
     bar = capsys.readouterr().err
     assert "ncc=nan" not in bar and "ncc=" in bar  # the terminal bar shows NCC once it is computed
     assert renders == [(False,)] * 3 + [(False, True)] * 3  # iterations 0-2 render only their targets
@@ -126,11 +114,18 @@ def test_the_pose_only_phase_renders_no_prediction_then_switches_to_the_papers_l
         assert s["loss"] == pytest.approx(1 - s["ncc"] + 1e-2 * s["dgeo_mm"], rel=1e-4)
 
 
+# Only the C-arm's in-plane position varies (fixed angles and depth): the pose is where the anatomy lies in
+# the image, a strong signal for a width-8 network. Seeds 0-5, 1 and 2 torch threads: 30-51 % of the untrained
+# mTRE after 200 steps. With RANGES and lr = 1e-2 (the former test) 87-103 %: within the noise of the BLAS build.
+SHIFTS = {**RANGES, "alpha": [0, 0], "beta": [0, 0], "y": [-750, -750]}
+
+
 def test_a_tiny_model_learns_poses_from_the_pose_term_alone(torso, tmp_path):
-    result = train(_config(torso, tmp_path / "run", iterations=120, batch_size=8, validate_every=120, validation_size=16,
-                           checkpoint_every=0, augmentation={"p": 0.0}, pose_loss_fraction=1.0, warmup_iterations=10))
+    result = train(_config(torso, tmp_path / "run", ranges=SHIFTS, iterations=200, batch_size=8, lr=3e-3, validate_every=200,
+                           validation_size=16, checkpoint_every=0, augmentation={"p": 0.0}, pose_loss_fraction=1.0,
+                           warmup_iterations=10))
     before, after = result.history[0], result.history[-1]  # before: the untrained network's mean pose
-    assert after["iteration"] == 120 and after["mtre_mm"] < 0.9 * before["mtre_mm"], (before, after)
+    assert after["iteration"] == 200 and after["mtre_mm"] < 0.7 * before["mtre_mm"], (before, after)
 
 
 def test_the_pose_only_fraction_is_checked():
@@ -248,7 +243,7 @@ def test_rigid_frame_registration_recovers_a_known_motion(torso):
     moved, truth = _moved_copy(ct)
     found = register_rigid(ct, moved)
     points = ct.corners() * 0.4 + ct.center * 0.6
-    assert np.abs(apply(found, points) - apply(truth, points)).max() < 1.0  # mm
+    assert float((apply(found, points) - apply(truth, points)).abs().max()) < 1.0  # mm
     assert np.allclose(frame_correction(moved.center, ct.center, None), np.eye(4))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from xvrcore.geometry.camera import Detector
 from xvrcore.geometry.positioner import pose_from_positioner
-from xvrcore.registration.landmarks import (
+from xvrcore.registration import (
     LandmarkError,
     read_landmarks,
     reprojection_errors,
@@ -22,7 +22,7 @@ def _camera(mirrored: bool):
 
 
 def _project(pose, k, pts):
-    w2c = np.linalg.inv(pose)
+    w2c = np.linalg.inv(np.asarray(pose))  # a pose is a torch tensor; this helper works in numpy
     cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
     kk = np.array([[k.fx, 0, k.cx], [0, k.fy, k.cy], [0, 0, 1]])
     img = cam @ kk.T

@@ -16,18 +16,25 @@ import pytest
 import torch
 from PIL import Image
 from xvrcore.app.cli import main
-from xvrcore.drr.render import DRRVolume
+from xvrcore.drr import DRRVolume
 from xvrcore.geometry.camera import Detector, Intrinsics
 from xvrcore.geometry.positioner import pose_from_positioner
 from xvrcore.geometry.rotations import axis_angle_to_matrix
 from xvrcore.io.events import CancelToken, parse_line
 from xvrcore.io.itk_transform import read_pose_transform
 from xvrcore.io.pose_json import camera_pose, read_pose_json, write_pose_json
-from xvrcore.registration.landmarks import write_landmarks
-from xvrcore.registration.optimizer import RegistrationSettings, SearchSettings, Stage
-from xvrcore.registration.pipeline import PipelineSettings, collect_inputs, input_stem, register_inputs
+from xvrcore.registration import (
+    PipelineSettings,
+    RegistrationSettings,
+    SearchSettings,
+    Stage,
+    collect_inputs,
+    input_stem,
+    register_inputs,
+    write_landmarks,
+)
+from xvrcore.volume import load_volume
 from xvrcore.volume.attenuation import to_attenuation
-from xvrcore.volume.grid import load_volume
 from xvrcore.xray.synthesis import synthesize_xray, write_xray_dicom
 
 DETECTOR = Detector(1000.0, 192, 192, 1.6, 1.6)
@@ -76,7 +83,7 @@ def _bone_points(ct, step: int = 7) -> np.ndarray:
 
 
 def _mtre(points: np.ndarray, c2w_a, c2w_b) -> float:
-    a, b = np.linalg.inv(c2w_a), np.linalg.inv(c2w_b)
+    a, b = np.linalg.inv(np.asarray(c2w_a)), np.linalg.inv(np.asarray(c2w_b))
     return float(np.linalg.norm(points @ (a[:3, :3] - b[:3, :3]).T + (a[:3, 3] - b[:3, 3]), axis=1).mean())
 
 
@@ -334,8 +341,9 @@ def _constant_network(folder, ct, camera_to_world):
     """A model whose output ignores the image: it always predicts ``camera_to_world`` (known answer)."""
     from xvrcore.geometry.carm import carm_parameters
     from xvrcore.geometry.rotations import euler_to_matrix
-    from xvrcore.learning.checkpoint import camera_metadata, save_model, volume_fingerprint
+    from xvrcore.learning.model_files import camera_metadata, save_model
     from xvrcore.learning.network import ArchitectureSpec, InputSpec, PoseSpec
+    from xvrcore.volume import volume_fingerprint
 
     alpha, beta, gamma, x, y, z = carm_parameters(camera_to_world, "PA", torch.as_tensor(ct.center)).tolist()
     arch = ArchitectureSpec("resnet18", 8)

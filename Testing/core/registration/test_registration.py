@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 from xvrcore.app.evaluate import EvaluationSettings, perturb, run_evaluation
-from xvrcore.drr.render import DRRVolume, render
+from xvrcore.drr import DRRVolume, render
 from xvrcore.geometry.camera import Detector, world_to_camera
 from xvrcore.geometry.carm import carm_pose
 from xvrcore.metrics.pose_errors import mtre
 from xvrcore.metrics.similarity import ncc
-from xvrcore.registration.optimizer import PoseUpdate, RegistrationSettings, Stage, downsample, register
+from xvrcore.registration import PoseUpdate, RegistrationSettings, Stage, downsample_xray, register
+from xvrcore.volume import load_volume
 from xvrcore.volume.attenuation import to_attenuation
-from xvrcore.volume.grid import load_volume
 from xvrcore.xray.synthesis import SynthesisSettings, synthesize_xray
 
 DETECTOR = Detector(1020.0, 160, 160, 1.9, 1.9)
@@ -54,7 +54,7 @@ def test_refinement_recovers_a_known_pose_from_20_mm_and_5_degrees(torso, params
 
 
 def test_default_schedule_refines_on_a_coarse_ct_level_then_polishes_on_the_matching_one(torso, monkeypatch):
-    from xvrcore.registration import optimizer as registration
+    from xvrcore.registration import problem
 
     volume, center, targets = torso
     true = carm_pose(torch.tensor([10.0, -8.0, 3.0, 5.0, -800.0, -10.0], dtype=torch.float64), "PA", center)
@@ -66,7 +66,7 @@ def test_default_schedule_refines_on_a_coarse_ct_level_then_polishes_on_the_matc
         biases.append(kwargs["lod_bias"])
         return render(*args, **kwargs)
 
-    monkeypatch.setattr(registration, "render", recording_render)
+    monkeypatch.setattr(problem, "render", recording_render)  # every DRR of a registration
     result = register(volume, xray.float(), DETECTOR.intrinsics(), start, mask=torch.as_tensor(mask))
     assert float(mtre(world_to_camera(true), world_to_camera(result.camera_to_world), targets)) < 1.0
     assert [s.size for s in result.stages] == [(40, 40), (80, 80), (128, 128), (160, 160)]
@@ -114,7 +114,7 @@ def test_downsampled_image_and_intrinsics_stay_consistent(torso):
     volume, center, _ = torso
     pose = carm_pose(torch.tensor([0.0, 0.0, 0.0, 0.0, -800.0, 0.0], dtype=torch.float64), "PA", center).float()
     full = render(volume, pose, DETECTOR.intrinsics(), level=0)[0, 0]
-    small, k = downsample(full, DETECTOR.intrinsics(), 40)
+    small, k = downsample_xray(full, DETECTOR.intrinsics(), 40)
     assert small.shape == (40, 40)
     assert float(ncc(small, render(volume, pose, k, level=0)[0, 0])) > 0.99
 

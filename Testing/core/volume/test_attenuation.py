@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from xvrcore.volume import Volume, VolumeError, load_volume, volume_from_array
 from xvrcore.volume.attenuation import (
     BONE_THRESHOLD_HU,
     MU_CONTRAST_PER_MM,
@@ -14,7 +15,6 @@ from xvrcore.volume.attenuation import (
     mra_window,
     to_attenuation,
 )
-from xvrcore.volume.grid import Volume, VolumeError, load_volume, volume_from_array
 
 MU_W = MU_WATER_PER_MM
 T = BONE_THRESHOLD_HU

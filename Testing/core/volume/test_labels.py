@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from xvrcore.volume.attenuation import to_attenuation
-from xvrcore.volume.grid import (
+from xvrcore.volume import (
     LabelGridWarning,
     Volume,
     VolumeError,
@@ -17,6 +16,7 @@ from xvrcore.volume.grid import (
     load_volume,
     volume_from_array,
 )
+from xvrcore.volume.attenuation import to_attenuation
 from xvrcore.volume.labels import label_values, masked_attenuation, structure_bounding_box, structure_mask
 
 LIVER = 5

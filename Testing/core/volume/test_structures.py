@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from xvrcore.drr.render import DRRVolume, render, render_channels
+from xvrcore.drr import DRRVolume, render, render_channels
 from xvrcore.geometry.camera import Intrinsics, project, world_to_camera
 from xvrcore.geometry.carm import carm_pose
+from xvrcore.volume import Volume, load_labelmap, load_volume
 from xvrcore.volume.attenuation import to_attenuation
-from xvrcore.volume.grid import Volume, load_labelmap, load_volume
 from xvrcore.volume.labels import masked_attenuation, structure_volumes
 
 STRUCTURES = [1, 5, 30, 31, 52]  # spleen, liver, two vertebrae, aorta (TotalSegmentator ids)

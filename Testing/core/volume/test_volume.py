@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from xvrcore.volume.grid import Volume, VolumeError, load_volume, volume_from_array
+from xvrcore.volume import Volume, VolumeError, load_volume, volume_from_array
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 

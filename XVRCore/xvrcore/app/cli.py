@@ -1,4 +1,8 @@
-"""Command-line interface: ``xvrcore demo``, ``render``, ``register``, ``evaluate``, ``train``, ``model``."""
+"""Command-line interface: ``xvrcore demo``, ``render``, ``register``, ``evaluate``, ``train``, ``model``.
+
+The options of ``register`` and ``train`` are the tables of :mod:`xvrcore.app.commands` (which also
+builds their command lines for background jobs); the other sub-commands are spelled here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__
+from .commands import REGISTER_OPTIONS, TRAIN_OPTIONS, add_options
 
 __all__ = ["build_parser", "main"]
 
@@ -36,13 +41,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     import torch
 
-    from ..drr.render import DRRVolume, render
+    from ..drr import DRRVolume, render
     from ..geometry.camera import Detector
     from ..geometry.carm import carm_pose
     from ..io.images import save_png, to_uint8
     from ..io.pose_json import camera_pose, read_pose_json, write_pose_json
+    from ..volume import load_volume
     from ..volume.attenuation import to_attenuation
-    from ..volume.grid import load_volume
 
     ct = load_volume(args.volume)
     volume = DRRVolume.from_volume(to_attenuation(ct, bone_multiplier=args.bone_multiplier))
@@ -60,15 +65,6 @@ def _render(args: argparse.Namespace) -> int:
         write_pose_json(out.with_suffix(".json"), camera_pose(intrinsics, c2w, volume=Path(args.volume).name))
     print(f"wrote {out}")
     return 0
-
-
-def _frame_arg(text: str) -> int | str:
-    if text in ("max", "min", "mean"):
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected max, min, mean or a frame number, got {text!r}") from None
 
 
 class _RegisterProgress:
@@ -105,11 +101,15 @@ class _RegisterProgress:
             self.bar.close()
 
 
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
+_START_FILES = {"pose": "init_pose", "landmarks": "landmarks", "model": "model"}  # start method: its option
+
+
+def _start_method(args: argparse.Namespace) -> str:
+    """``--init``, else the method of the start file given (--init-pose, --landmarks, --model), else dicom."""
+    implied = next((method for method, dest in _START_FILES.items() if getattr(args, dest)), None)
+    if args.init is not None and implied is not None and args.init != implied:
+        raise ValueError(f"--init {args.init} contradicts --{_START_FILES[implied].replace('_', '-')}")
+    return args.init or implied or "dicom"
 
 
 def _register(args: argparse.Namespace) -> int:
@@ -118,8 +118,7 @@ def _register(args: argparse.Namespace) -> int:
     import torch
 
     from ..io.events import CancelToken
-    from ..registration.optimizer import RegistrationSettings
-    from ..registration.pipeline import PipelineSettings, register_inputs
+    from ..registration import PipelineSettings, RegistrationSettings, register_inputs
     from ..xray.reader import GeometryOverrides
 
     settings = RegistrationSettings(time_budget_s=args.time_budget)
@@ -133,7 +132,7 @@ def _register(args: argparse.Namespace) -> int:
     options = PipelineSettings(
         volume=args.volume, output=args.output, labels=args.labels, structures=args.structures,
         label_names=args.label_names,
-        init="pose" if args.init_pose else "landmarks" if args.landmarks else "model" if args.model else "dicom",
+        init=_start_method(args),
         model=args.model, allow_other_volume=args.allow_other_volume,
         init_pose=args.init_pose, landmarks=args.landmarks, isocenter=args.isocenter, frame=args.frame,
         mask_frame=args.mask_frame, overrides=overrides, device=device, overwrite=args.overwrite, settings=settings,
@@ -150,45 +149,6 @@ def _register(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     print(f"{summary.text()} → {Path(args.output).resolve()}")
     return summary.exit_code
-
-
-def _add_register_parser(sub) -> None:
-    reg = sub.add_parser("register", help="register X-ray/DSA DICOMs to a CT or MRA (one result per X-ray)")
-    reg.add_argument("xrays", nargs="+", metavar="XRAY", help="X-ray DICOM files, or folders of them")
-    reg.add_argument("--volume", required=True, help="CT (NIfTI, NRRD, MHA or a DICOM folder)")
-    reg.add_argument("--labels", help="label map on the volume's grid (outlines; with --structures, registration)")
-    reg.add_argument("--structures", type=int, nargs="+", metavar="ID",
-                     help="register on these labels only (needs --labels); default: the whole volume")
-    reg.add_argument("--label-names", help="label names: JSON {id: name} or a Slicer colour table")
-    start = reg.add_mutually_exclusive_group()
-    start.add_argument("--init", choices=["dicom"], default="dicom",
-                       help="start from the DICOM positioner angles (default)")
-    start.add_argument("--init-pose", metavar="POSE.json", help="start from a pose JSON (or a folder of <stem>.json)")
-    start.add_argument("--landmarks", metavar="L.json",
-                       help="start from 2D-3D landmarks (or a folder of <stem>.json)")
-    start.add_argument("--model", metavar="MODEL_DIR", help="start from a trained network's pose estimate (xvrcore train)")
-    reg.add_argument("--allow-other-volume", action="store_true",
-                        help="use a patient-specific model on a CT it was not trained on")
-    reg.add_argument("--isocenter", type=float, nargs=3, metavar=("X", "Y", "Z"),
-                     help="RAS mm the C-arm turns about (default: the volume centre)")
-    reg.add_argument("--frame", type=_frame_arg, help="max, min, mean or a frame number (default: max over frames)")
-    reg.add_argument("--mask-frame", type=int, metavar="N", help="subtract this frame (DSA)")
-    reg.add_argument("--pixel-spacing", type=float, nargs=2, metavar=("ROW", "COL"), help="detector pixel spacing, mm")
-    reg.add_argument("--sdd", type=float, metavar="MM", help="source-detector distance")
-    reg.add_argument("--sod", type=float, metavar="MM", help="source-isocentre distance")
-    reg.add_argument("--primary-angle", type=float, metavar="DEG", help="LAO+/RAO- angle")
-    reg.add_argument("--secondary-angle", type=float, metavar="DEG", help="CRA+/CAU- angle")
-    reg.add_argument("--time-budget", type=_positive_seconds, metavar="S",
-                     help="stop refining each X-ray after S seconds (the best pose so far is the result)")
-    reg.add_argument("--no-retry", action="store_true",
-                     help="no wider searches when the result's similarity says it failed (faster, less robust)")
-    reg.add_argument("--output", required=True, help="folder for <stem>.json, .tfm, _overlay.png, _checkerboard.png")
-    reg.add_argument("--overwrite", action="store_true", help="register again inputs that already have a result")
-    reg.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    reg.add_argument("--cancel-file", help="stop cleanly (keeping finished results) when this file appears")
-    reg.add_argument("--progress-json", action="store_true", help="JSON-line progress events on stdout")
-    reg.add_argument("--quiet", action="store_true", help="no progress bar or per-X-ray lines")
-    reg.set_defaults(func=_register)
 
 
 def _training_config(args: argparse.Namespace):
@@ -235,6 +195,18 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_CANCELLED if result.status == "cancelled" else 0
 
 
+def _add_register(sub) -> None:
+    register = sub.add_parser("register", help="register X-ray/DSA DICOMs to a CT or MRA (one result per X-ray)")
+    add_options(register, REGISTER_OPTIONS)
+    register.set_defaults(func=_register)
+
+
+def _add_train(sub) -> None:
+    train = sub.add_parser("train", help="train a pose-regression model on DRRs of a CT")
+    add_options(train, TRAIN_OPTIONS)
+    train.set_defaults(func=_train)
+
+
 def _model_pull(args: argparse.Namespace) -> int:
     from ..learning.hub import pull
 
@@ -243,7 +215,7 @@ def _model_pull(args: argparse.Namespace) -> int:
 
 
 def _model_import(args: argparse.Namespace) -> int:
-    from ..learning.checkpoint import import_xvr
+    from ..learning.xvr_import import import_xvr
 
     print(f"wrote {import_xvr(args.checkpoint, args.out_dir)}")
     return 0
@@ -252,54 +224,12 @@ def _model_import(args: argparse.Namespace) -> int:
 def _model_info(args: argparse.Namespace) -> int:
     import json
 
-    from ..learning.checkpoint import load_model
+    from ..learning.model_files import load_model
 
     meta = load_model(args.model).metadata
     keys = ("architecture", "pose", "camera", "input", "volume", "sampling", "training", "source", "software")
     print(json.dumps({k: meta[k] for k in keys if k in meta}, indent=1))
     return 0
-
-
-def _add_train(sub) -> None:
-    train = sub.add_parser("train", help="train a pose-regression model on DRRs of a CT")
-    train.add_argument("--volume", required=True, action="append",
-                       help="CT to train on; repeat for patient-agnostic pretraining on several pre-registered CTs")
-    train.add_argument("--output", required=True, help="run folder (checkpoints and the final model)")
-    train.add_argument("--preset", default="pelvis", help="pose ranges: pelvis, neurovasculature or skull (default: %(default)s)")
-    for name, unit in (("alpha", "deg"), ("beta", "deg"), ("gamma", "deg"), ("x", "mm"), ("y", "mm"), ("z", "mm")):
-        train.add_argument(f"--{name}", type=float, nargs=2, metavar=("MIN", "MAX"), help=f"custom {name} range ({unit})")
-    train.add_argument("--orientation", choices=["AP", "PA"], help="override the preset's orientation")
-    train.add_argument("--labelmap", help="label map on the CT's grid: render only --labels")
-    train.add_argument("--labels", type=int, nargs="+", help="structures of --labelmap to render")
-    train.add_argument("--init-from", help="pretrained model folder (or xvr .pth) to finetune")
-    train.add_argument("--frame", choices=["center", "register"], default="center",
-                       help="finetuning frame correction: centre alignment or rigid registration to --template")
-    train.add_argument("--template", help="template CT of the pretrained model (for --frame register)")
-    train.add_argument("--minutes", type=float, help="time budget (default 5 when no --iterations)")
-    train.add_argument("--iterations", type=int, help="iteration budget")
-    train.add_argument("--profile", choices=["standard", "quick"], default="standard",
-                       help="standard: the paper's recipe (128 px, ResNet-18, image + pose loss; for a GPU); quick: 64 px, "
-                            "half width, batch 16, lr 3e-3, the pose term alone (for a CPU). The options below override it")
-    train.add_argument("--batch-size", type=int, help="DRRs per iteration (standard 32)")
-    train.add_argument("--lr", type=float, help="peak learning rate (standard 1e-3)")
-    train.add_argument("--warmup", type=int, default=100, help="warm-up iterations")
-    train.add_argument("--pose-loss-fraction", type=float, metavar="F",
-                       help="train the first F of the budget on the pose term alone, then on the paper's loss (standard 0)")
-    train.add_argument("--image-size", type=int, help="canonical image size in pixels (standard 128)")
-    train.add_argument("--architecture", choices=["resnet18", "resnet34"], default="resnet18")
-    train.add_argument("--width", type=int, help="channels of the first ResNet stage (standard 64)")
-    train.add_argument("--parameterization", default="quaternion_adjugate",
-                       choices=["quaternion_adjugate", "rotation_6d", "rotation_9d", "rotation_10d", "quaternion", "axis_angle", "euler_angles"])
-    train.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    train.add_argument("--threads", type=int, help="CPU threads (default: all cores; use fewer when cores are busy)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--validate-every", type=int, default=200, help="iterations between validations")
-    train.add_argument("--checkpoint-every", type=int, default=500, help="iterations between checkpoints")
-    train.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    train.add_argument("--cancel-file", help="stop cleanly when this file appears (default: OUTPUT/CANCEL)")
-    train.add_argument("--progress-json", action="store_true", help="machine-readable progress events on stdout")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=_train)
 
 
 def _add_model(sub) -> None:
@@ -340,11 +270,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub) -> None:
+    from .evaluate import PRESETS
+
     ev = sub.add_parser("evaluate", help="accuracy harness: synthetic X-ray DICOMs of a CT, registered and scored")
     ev.add_argument("--volume", required=True, help="CT (NIfTI, NRRD, MHA or a DICOM folder)")
     ev.add_argument("--labels", help="label map: register on --structures only")
     ev.add_argument("--structures", type=int, nargs="*")
-    ev.add_argument("--preset", choices=["pelvis", "neuro", "skull"], default="pelvis")
+    ev.add_argument("--preset", choices=PRESETS, default="pelvis")
     ev.add_argument("--n", type=int, default=20, help="number of synthetic X-rays (default: %(default)s)")
     ev.add_argument("--pixels", type=int, help="detector pixels per side (default: the preset's)")
     ev.add_argument("--seed", type=int, default=0)
@@ -353,19 +285,22 @@ def _add_evaluate(sub) -> None:
     ev.set_defaults(func=_evaluate)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xvrcore", description="X-ray to CT/MRA registration core (SlicerXVR).")
-    parser.add_argument("--version", action="version", version=f"xvrcore {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_demo(sub) -> None:
+    from ..drr import METHODS
 
     demo = sub.add_parser("demo", help="render frontal and lateral DRRs of the shipped pelvis CT")
     demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
     demo.add_argument("--ct", help="CT to use instead of the shipped pelvis CT")
     demo.add_argument("--size", type=int, default=384, help="detector columns (default: %(default)s)")
-    demo.add_argument("--method", choices=["trilinear", "siddon"], default="trilinear")
+    demo.add_argument("--method", choices=METHODS, default="trilinear")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--no-registration", action="store_true", help="only the DRR views (no X-ray registration)")
     demo.set_defaults(func=_demo)
+
+
+def _add_render(sub) -> None:
+    from ..drr import METHODS
+    from ..geometry.carm import ORIENTATIONS
 
     render = sub.add_parser("render", help="render one DRR of a volume at a pose")
     render.add_argument("--volume", required=True, help="CT (NIfTI, NRRD, MHA or a DICOM folder)")
@@ -373,22 +308,28 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--pose", help="pose JSON in the shared result format")
     where.add_argument("--carm", type=float, nargs=6, metavar=("ALPHA", "BETA", "GAMMA", "X", "Y", "Z"),
                        help="the paper's C-arm parameters (degrees, mm) about the volume centre")
-    render.add_argument("--orientation", choices=["AP", "PA"], default="PA")
+    render.add_argument("--orientation", choices=ORIENTATIONS, default="PA")
     render.add_argument("--sdd", type=float, default=1020.0, help="source-to-detector distance, mm")
     render.add_argument("--size", type=int, default=256, help="detector pixels per side")
     render.add_argument("--spacing", type=float, default=1.4, help="detector pixel spacing, mm")
-    render.add_argument("--method", choices=["trilinear", "siddon"], default="trilinear")
+    render.add_argument("--method", choices=METHODS, default="trilinear")
     render.add_argument("--bone-multiplier", type=float, default=1.0)
     render.add_argument("--output", required=True, help="PNG to write (a pose JSON is written beside it)")
     render.set_defaults(func=_render)
-    _add_register_parser(sub)
-    _add_evaluate(sub)
-    _add_train(sub)
-    _add_model(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``xvrcore`` parser: one sub-command per job, each with its handler as ``func``."""
+    parser = argparse.ArgumentParser(prog="xvrcore", description="X-ray to CT/MRA registration core (SlicerXVR).")
+    parser.add_argument("--version", action="version", version=f"xvrcore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_render, _add_register, _add_evaluate, _add_train, _add_model):
+        add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``xvrcore`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code (2: a clear error)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

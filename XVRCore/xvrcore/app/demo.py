@@ -18,13 +18,13 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..drr.render import DRRVolume, render
+from ..drr import DRRVolume, render
 from ..geometry.camera import Detector
 from ..geometry.carm import carm_pose
 from ..io.images import labelled_panel, save_png, to_uint8
 from ..io.pose_json import camera_pose, write_pose_json
+from ..volume import load_volume
 from ..volume.attenuation import to_attenuation
-from ..volume.grid import load_volume
 
 __all__ = ["DEMO_XRAY_PARAMS", "PELVIS_CT", "VIEWS", "run_demo", "shared_data_dir", "View"]
 
@@ -35,6 +35,8 @@ PELVIS_CT = Path("open") / "ct" / "pelvis_vhf" / "pelvis_ct_vhf_1mm.nii.gz"
 
 @dataclass(frozen=True)
 class View:
+    """One of the demo's DRR views: a name for the files, a description and the C-arm angles."""
+
     name: str
     description: str
     alpha: float  # paper's LAO/RAO angle, degrees
@@ -78,7 +80,6 @@ def run_demo(
     # A 384 × 240 mm detector: wide enough for both iliac wings, about as tall as the 150 mm scan.
     spacing = 384.0 / size
     detector = Detector(sdd=1020.0, rows=round(size * 0.625), cols=size, row_spacing=spacing, col_spacing=spacing)
-    intrinsics = detector.intrinsics()
     summary: dict = {"files": [], "timings_s": {}}
     steps = 2 + 2 * len(VIEWS) + (2 if register_xray else 0)
     with tqdm(total=steps, desc="xvrcore demo", unit="step", disable=not progress) as bar:
@@ -89,30 +90,8 @@ def run_demo(
         summary["timings_s"]["load"] = time.perf_counter() - t0
         bar.update(1)
         isocenter = torch.as_tensor(ct.center)
-        images = []
-        for view in VIEWS:
-            bar.set_postfix_str(f"rendering {view.name}")
-            pose = carm_pose(torch.tensor([view.alpha, view.beta, 0.0, 0.0, -800.0, 0.0]), "PA", isocenter)
-            t1 = time.perf_counter()
-            drr = render(volume, pose.float(), intrinsics, method=method)[0, 0].numpy()
-            summary["timings_s"][f"render_{view.name}"] = time.perf_counter() - t1
-            bar.update(1)
-            bar.set_postfix_str(f"writing {view.name}")
-            picture = to_uint8(drr, 2.0, 99.9, mask=drr > 0.2 * drr.max())  # window on the body
-            images.append(picture)
-            summary["files"].append(save_png(output / f"pelvis_{view.name}.png", picture))
-            extra = {
-                "description": view.description,
-                "volume": ct_path.name,
-                "carm": {"alpha_deg": view.alpha, "beta_deg": view.beta, "gamma_deg": 0.0,
-                         "translation_mm": [0.0, -800.0, 0.0], "orientation": "PA",
-                         "isocenter_ras": [float(v) for v in isocenter]},
-                "detector": {"sdd_mm": detector.sdd, "pixel_spacing_mm": [detector.row_spacing, detector.col_spacing]},
-                "renderer": {"method": method},
-                "software": f"xvrcore {__version__}",
-            }
-            summary["files"].append(write_pose_json(output / f"pelvis_{view.name}.json", camera_pose(intrinsics, pose, **extra)))
-            bar.update(1)
+        images = [_render_view(output, view, volume, isocenter, detector, method, ct_path.name, summary, bar)
+                  for view in VIEWS]
         bar.set_postfix_str("overview")
         panel = labelled_panel(images, [v.description.split(" (")[0] for v in VIEWS])
         summary["files"].append(save_png(output / "pelvis_views.png", np.asarray(panel)))
@@ -124,12 +103,40 @@ def run_demo(
     return summary
 
 
+def _render_view(output: Path, view: View, volume: DRRVolume, isocenter: torch.Tensor, detector: Detector,
+                 method: str, volume_name: str, summary: dict, bar) -> np.ndarray:
+    """Render ``view``, write its PNG and pose JSON (recorded in ``summary``); returns the picture."""
+    bar.set_postfix_str(f"rendering {view.name}")
+    intrinsics = detector.intrinsics()
+    pose = carm_pose(torch.tensor([view.alpha, view.beta, 0.0, 0.0, -800.0, 0.0]), "PA", isocenter)
+    t0 = time.perf_counter()
+    drr = render(volume, pose.float(), intrinsics, method=method)[0, 0].numpy()
+    summary["timings_s"][f"render_{view.name}"] = time.perf_counter() - t0
+    bar.update(1)
+    bar.set_postfix_str(f"writing {view.name}")
+    picture = to_uint8(drr, 2.0, 99.9, mask=drr > 0.2 * drr.max())  # window on the body
+    summary["files"].append(save_png(output / f"pelvis_{view.name}.png", picture))
+    extra = {
+        "description": view.description,
+        "volume": volume_name,
+        "carm": {"alpha_deg": view.alpha, "beta_deg": view.beta, "gamma_deg": 0.0,
+                 "translation_mm": [0.0, -800.0, 0.0], "orientation": "PA",
+                 "isocenter_ras": [float(v) for v in isocenter]},
+        "detector": {"sdd_mm": detector.sdd, "pixel_spacing_mm": [detector.row_spacing, detector.col_spacing]},
+        "renderer": {"method": method},
+        "software": f"xvrcore {__version__}",
+    }
+    summary["files"].append(write_pose_json(output / f"pelvis_{view.name}.json", camera_pose(intrinsics, pose, **extra)))
+    bar.update(1)
+    return picture
+
+
 def _registration_job(output: Path, ct, volume: DRRVolume, isocenter: torch.Tensor, summary: dict, bar) -> dict:
     """Make an X-ray DICOM at a pose the registration does not know, register it from its header."""
     from ..geometry.camera import world_to_camera
     from ..io.pose_json import read_pose_json
     from ..metrics.pose_errors import mtre
-    from ..registration.pipeline import PipelineSettings, register_inputs
+    from ..registration import PipelineSettings, register_inputs
     from ..xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
 
     detector = Detector(sdd=1020.0, rows=256, cols=256, row_spacing=0.75, col_spacing=0.75)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..drr.render import DRRVolume
+from ..drr import DRRVolume
 from ..geometry.camera import Detector, world_to_camera
 from ..geometry.carm import carm_pose
 from ..geometry.positioner import pose_from_xray
@@ -31,9 +31,9 @@ from ..geometry.rotations import axis_angle_to_matrix
 from ..io.atomic import atomic_write_text
 from ..io.pose_json import camera_pose, read_pose_json, write_pose_json
 from ..metrics.pose_errors import dgeo, mpe, mrpe, mtre, success_rate, survival_auc, survival_curve
-from ..registration.optimizer import RegistrationSettings, register
+from ..registration import RegistrationSettings, register
+from ..volume import Volume, load_labelmap, load_volume
 from ..volume.attenuation import to_attenuation
-from ..volume.grid import Volume, load_labelmap, load_volume
 from ..volume.labels import masked_attenuation
 from ..xray.reader import read_xray
 from ..xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
@@ -80,6 +80,8 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class EvaluationSettings:
+    """One evaluation: the CT (and optional label map), the preset, how many X-rays and the starts' perturbation."""
+
     volume: str
     output: str
     preset: str = "pelvis"
@@ -98,6 +100,7 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
 
 
 def sample_true_pose(preset: Preset, isocenter: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A random C-arm pose within ``preset``'s ranges about ``isocenter``: ``camera_to_world`` (4, 4) float64."""
     sign = -1.0 if preset.orientation == "PA" else 1.0
     params = torch.tensor(
         [_uniform(rng, preset.alpha), _uniform(rng, preset.beta), _uniform(rng, preset.gamma),
@@ -130,6 +133,10 @@ def target_points(attenuation: Volume, n: int, rng: np.random.Generator) -> torc
 
 
 def pose_errors(true: torch.Tensor, est: torch.Tensor, xray, targets: torch.Tensor, center: torch.Tensor) -> dict:
+    """mTRE, mPE, mRPE and dGeo of the pose ``est`` against ``true`` (both ``camera_to_world`` (4, 4)).
+
+    ``targets`` (N, 3) are world points, ``xray`` gives the intrinsics and detector, ``center`` the dGeo centre.
+    """
     w_t, w_e = world_to_camera(true), world_to_camera(est)
     k, det = xray.intrinsics, xray.detector
     return {
@@ -149,6 +156,7 @@ def _summary(values: list[float]) -> dict:
 
 
 def summarise(records: list[dict]) -> dict:
+    """Statistics (median, IQR, mean, < 1 mm, AUC) per start ("perturbed", "header") over the per-X-ray records."""
     out = {}
     for start in ("perturbed", "header"):
         rows = [r[start] for r in records if start in r]
@@ -163,6 +171,7 @@ def summarise(records: list[dict]) -> dict:
 
 
 def table(summary: dict) -> str:
+    """The :func:`summarise` result as a Markdown table, one row per start."""
     lines = ["| start | n | initial mTRE (median) | mTRE median [IQR] | < 1 mm | mPE median | mRPE median (px) | dGeo median | AUC (10 mm) ↓ | time median |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for start, s in summary.items():
@@ -251,6 +260,7 @@ class Evaluation:
         }
 
     def run_one(self, index: int) -> dict:
+        """Synthesise, register (from both starts) and score X-ray ``index``; a stored result is reused."""
         path = self.out / "results" / f"xray_{index:03d}.json"
         if path.exists():
             return json.loads(path.read_text())

@@ -23,6 +23,7 @@ from ..io.events import CANCEL_FILE, parse_line
 
 __all__ = ["JobRunner", "JobUpdate"]
 
+
 @dataclass
 class JobUpdate:
     """What :meth:`JobRunner.poll` collected since the last call."""
@@ -38,7 +39,8 @@ class JobRunner:
     ``job_dir`` holds the cancel file; the worker is expected to poll it (``CancelToken``).
     """
 
-    def __init__(self, command: Sequence[str], job_dir: str | Path, env: dict | None = None, cwd=None) -> None:
+    def __init__(self, command: Sequence[str], job_dir: str | Path, env: dict | None = None,
+                 cwd: str | Path | None = None) -> None:
         self.command = list(command)
         self.job_dir = Path(job_dir)
         self.env = env
@@ -50,9 +52,11 @@ class JobRunner:
 
     @property
     def cancel_file(self) -> Path:
+        """The file whose appearance asks the worker to stop (``job_dir/CANCEL``)."""
         return self.job_dir / CANCEL_FILE
 
     def start(self) -> None:
+        """Start the worker in its own process group (a stale cancel file is removed first)."""
         self.job_dir.mkdir(parents=True, exist_ok=True)
         self.cancel_file.unlink(missing_ok=True)
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
@@ -73,6 +77,7 @@ class JobRunner:
         self._queue.put(None)
 
     def poll(self, max_lines: int = 10000) -> JobUpdate:
+        """The events and log lines since the last call; ``returncode`` once the worker ended and was drained."""
         update = JobUpdate()
         for _ in range(max_lines):
             try:
@@ -91,6 +96,7 @@ class JobRunner:
 
     @property
     def running(self) -> bool:
+        """Whether the worker process is alive."""
         return self.process is not None and self.process.poll() is None
 
     def cancel(self) -> None:

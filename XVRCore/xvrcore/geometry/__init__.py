@@ -17,18 +17,22 @@ from .camera import (
     world_to_camera,
 )
 from .carm import ORIENTATIONS, carm_parameters, carm_pose, from_diffdrr, to_diffdrr
+from .pose import CameraPose, as_pose, camera_pose
 from .positioner import PositionerAngles, pose_from_positioner, pose_from_xray, positioner_from_pose
 from .rotations import axis_angle_to_matrix, euler_to_matrix, invert_rigid, make_rigid, matrix_to_euler
 
 __all__ = [
     "ORIENTATIONS",
+    "CameraPose",
     "Detector",
     "Intrinsics",
     "PositionerAngles",
+    "as_pose",
     "axis_angle_to_matrix",
     "backproject",
     "camera_directions",
     "carm_parameters",
+    "camera_pose",
     "carm_pose",
     "euler_to_matrix",
     "from_diffdrr",

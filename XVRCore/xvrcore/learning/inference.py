@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry.camera import Intrinsics
-from .checkpoint import CheckpointError, LoadedModel, check_volume, load_model, volume_fingerprint
+from ..volume.fingerprint import volume_fingerprint
+from .model_files import CheckpointError, LoadedModel, check_volume, load_model
 from .network import minmax, prepare_input, to_world
 
 __all__ = ["PatientFrame", "predict_pose", "resample_to_intrinsics"]

@@ -4,7 +4,7 @@ The encoder is a ResNet-18/34 written in plain torch with GroupNorm (batch stati
 differ between training batches and single intraoperative images) and one input channel. Its
 modules carry timm's names (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0`` …,
 under ``backbone.``) and the heads are ``xyz_regression`` and ``rot_regression``, so the
-reference implementation's state dicts load unchanged (:mod:`xvrcore.learning.checkpoint`).
+reference implementation's state dicts load unchanged (:mod:`xvrcore.learning.xvr_import`).
 
 Decoding (:class:`PoseSpec`): the rotation head's vector becomes ``R`` through one of the
 reference's parameterisations, the translation head's ``t = offset + scale · output`` (xvr:
@@ -39,12 +39,17 @@ from ..geometry.rotations import (
 __all__ = [
     "ARCHITECTURES",
     "PARAMETERIZATIONS",
+    "ArchitectureSpec",
+    "BasicBlock",
     "InputSpec",
     "PoseModel",
     "PoseRegressor",
     "PoseSpec",
+    "ResNet",
+    "decode_pose",
     "decode_rotation",
     "encode_rotation",
+    "from_world",
     "minmax",
     "prepare_input",
     "to_world",
@@ -189,7 +194,7 @@ def decode_rotation(vec: torch.Tensor, parameterization: str, convention: str = 
 
 
 def encode_rotation(rot: torch.Tensor, parameterization: str, convention: str = "ZXY") -> torch.Tensor:
-    """A head output that decodes to ``rot`` (used to start the rotation head at a chosen pose)."""
+    """A head output ``(B, N)`` that decodes to ``rot`` ``(B, 3, 3)`` (starts the rotation head at a chosen pose)."""
     if parameterization == "quaternion_adjugate":
         q = matrix_to_quaternion(rot)
         return _upper_10(q[..., :, None] * q[..., None, :])
@@ -236,7 +241,7 @@ def _orientation_change(orientation: str, dtype, device) -> torch.Tensor:
 
 
 def decode_pose(rot_params: torch.Tensor, xyz: torch.Tensor, spec: PoseSpec) -> torch.Tensor:
-    """Centred ``camera_to_world`` ``(B, 4, 4)`` from head outputs."""
+    """Centred ``camera_to_world`` ``(B, 4, 4)`` from head outputs ``(B, N)`` and ``(B, 3)``."""
     rot = decode_rotation(rot_params, spec.parameterization, spec.convention)
     offset = torch.tensor(spec.translation_offset, dtype=xyz.dtype, device=xyz.device)
     t = offset + spec.translation_scale * xyz
@@ -245,10 +250,11 @@ def decode_pose(rot_params: torch.Tensor, xyz: torch.Tensor, spec: PoseSpec) -> 
 
 
 def to_world(centred_pose: torch.Tensor, center, correction: torch.Tensor | None = None) -> torch.Tensor:
-    """RAS ``camera_to_world`` = translate(center) · correction · centred pose.
+    """RAS ``camera_to_world`` ``(..., 4, 4)`` = translate(center) · correction · centred pose ``(..., 4, 4)``.
 
-    ``correction`` (4×4, centred coordinates) maps the frame the network predicts in (e.g. a
-    pretraining template) onto this volume's centred frame; identity when it is this volume.
+    ``center``: ``(3,)`` RAS mm. ``correction`` (4×4, centred coordinates) maps the frame the network
+    predicts in (e.g. a pretraining template) onto this volume's centred frame; identity when it is
+    this volume.
     """
     dtype, device = centred_pose.dtype, centred_pose.device
     shift = torch.eye(4, dtype=dtype, device=device)
@@ -328,12 +334,10 @@ class PoseModel(nn.Module):
             self.regressor.xyz_regression.weight.mul_(0.01)
 
 
-def build_model(architecture: str, width: int, spec: PoseSpec) -> PoseModel:
-    return PoseModel(PoseRegressor(architecture, spec.parameterization, width), spec)
-
-
 @dataclass(frozen=True)
 class ArchitectureSpec:
+    """Which encoder a model uses (stored in every model's metadata): ResNet-18/34 of ``width`` channels, GroupNorm."""
+
     name: str = "resnet18"
     width: int = 64
     norm: str = "groupnorm"
@@ -351,4 +355,4 @@ class ArchitectureSpec:
         return spec
 
     def build(self, pose: PoseSpec) -> PoseModel:
-        return build_model(self.name, self.width, pose)
+        return PoseModel(PoseRegressor(self.name, pose.parameterization, self.width), pose)

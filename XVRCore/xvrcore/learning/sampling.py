@@ -33,6 +33,7 @@ __all__ = [
     "recover_parameters",
     "sample_parameters",
     "sample_poses",
+    "with_orientation",
 ]
 
 _NAMES = ("alpha", "beta", "gamma", "x", "y", "z")

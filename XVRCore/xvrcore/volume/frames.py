@@ -16,29 +16,31 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..conventions import LPS_TO_RAS
 from .grid import Volume
 
-__all__ = ["FRAME_MODES", "frame_correction", "register_rigid"]
+__all__ = ["FRAME_MODES", "apply", "frame_correction", "register_rigid"]
 
 FRAME_MODES = ("center", "register")
-_LPS = np.diag([-1.0, -1.0, 1.0])
+_F = torch.diag(torch.tensor([*LPS_TO_RAS, 1.0], dtype=torch.float64))  # LPS <-> RAS (its own inverse)
 
 
-def _translation(offset) -> np.ndarray:
-    m = np.eye(4)
-    m[:3, 3] = np.asarray(offset, dtype=np.float64)
+def _translation(offset) -> torch.Tensor:
+    m = torch.eye(4, dtype=torch.float64)
+    m[:3, 3] = torch.as_tensor(np.asarray(offset, dtype=np.float64))
     return m
 
 
-def frame_correction(new_center, template_center, template_to_new: np.ndarray | None = None) -> np.ndarray:
+def frame_correction(new_center, template_center, template_to_new=None) -> torch.Tensor:
     """``C`` mapping template-centred coordinates to new-CT-centred coordinates (4×4, float64).
 
     ``template_to_new`` maps template RAS points onto the corresponding new-CT RAS points (what
     :func:`register_rigid` returns); None means centre alignment, for which ``C`` is the identity.
     """
     if template_to_new is None:
-        return np.eye(4)
-    return _translation(-np.asarray(new_center, dtype=np.float64)) @ template_to_new @ _translation(template_center)
+        return torch.eye(4, dtype=torch.float64)
+    middle = torch.as_tensor(template_to_new, dtype=torch.float64)
+    return _translation(-np.asarray(new_center, dtype=np.float64)) @ middle @ _translation(template_center)
 
 
 def _prepare(volume: Volume, spacing: float) -> sitk.Image:
@@ -52,7 +54,7 @@ def _prepare(volume: Volume, spacing: float) -> sitk.Image:
                          [spacing] * 3, image.GetDirection(), -1000.0, sitk.sitkFloat32)
 
 
-def register_rigid(template: Volume, moving: Volume, spacing: float = 4.0, seed: int = 1) -> np.ndarray:
+def register_rigid(template: Volume, moving: Volume, spacing: float = 4.0, seed: int = 1) -> torch.Tensor:
     """Rigid transform (4×4, RAS) taking template points to the matching points of ``moving``.
 
     Mattes mutual information, a geometric-centre initialisation, three resolution levels, on
@@ -77,27 +79,22 @@ def register_rigid(template: Volume, moving: Volume, spacing: float = 4.0, seed:
     return _itk_to_ras(result)
 
 
-def _itk_to_ras(transform: sitk.Transform) -> np.ndarray:
+def _itk_to_ras(transform: sitk.Transform) -> torch.Tensor:
     """4×4 RAS matrix of an ITK rigid transform (which maps LPS points: ``A (p − c) + t + c``)."""
     if isinstance(transform, sitk.CompositeTransform):
         transform = transform.GetNthTransform(transform.GetNumberOfTransforms() - 1)
     rigid = sitk.Euler3DTransform(transform) if not isinstance(transform, sitk.Euler3DTransform) else transform
-    a = np.array(rigid.GetMatrix(), dtype=np.float64).reshape(3, 3)
-    c = np.array(rigid.GetCenter(), dtype=np.float64)
-    t = np.array(rigid.GetTranslation(), dtype=np.float64)
-    lps = np.eye(4)
+    a = torch.tensor(rigid.GetMatrix(), dtype=torch.float64).reshape(3, 3)
+    c = torch.tensor(rigid.GetCenter(), dtype=torch.float64)
+    t = torch.tensor(rigid.GetTranslation(), dtype=torch.float64)
+    lps = torch.eye(4, dtype=torch.float64)
     lps[:3, :3] = a
     lps[:3, 3] = t + c - a @ c
-    flip = np.eye(4)
-    flip[:3, :3] = _LPS
-    return flip @ lps @ flip
+    return _F @ lps @ _F
 
 
-def apply(matrix: np.ndarray, points) -> np.ndarray:
-    """Apply a 4×4 to ``(N, 3)`` points."""
-    pts = np.asarray(points, dtype=np.float64)
-    return pts @ matrix[:3, :3].T + matrix[:3, 3]
-
-
-def as_tensor(matrix: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(matrix, dtype=np.float64))
+def apply(matrix, points) -> torch.Tensor:
+    """A 4×4 applied to ``(N, 3)`` points (float64)."""
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    pts = torch.as_tensor(np.asarray(points, dtype=np.float64))
+    return pts @ m[:3, :3].T + m[:3, 3]

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .grid import Volume, VolumeError, _mask_bounds
+from .grid import Volume, VolumeError, mask_bounds
 
 __all__ = ["label_values", "masked_attenuation", "structure_bounding_box", "structure_mask", "structure_volumes"]
 
@@ -53,7 +53,7 @@ def structure_mask(labelmap: Volume, labels: Iterable[int] | int) -> np.ndarray:
 
 def structure_bounding_box(labelmap: Volume, label: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(ijk_min, ijk_max), inclusive-exclusive in (i, j, k) order, of one label."""
-    bounds = _mask_bounds(structure_mask(labelmap, [label]))
+    bounds = mask_bounds(structure_mask(labelmap, [label]))
     assert bounds is not None  # structure_mask guarantees the label is present
     return bounds
 

@@ -11,6 +11,7 @@ and nothing about a patient.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from .. import __version__
-from ..drr.render import DRRVolume, render
+from ..drr import DRRVolume, render
 from ..geometry.camera import Detector, pixel_grid
 from ..geometry.positioner import positioner_from_pose
 from ..io.atomic import atomic_write
 
-__all__ = ["XA_IMAGE_STORAGE", "SynthesisSettings", "synthesize_xray", "SyntheticXray", "write_xray_dicom"]
+__all__ = ["XA_IMAGE_STORAGE", "SynthesisSettings", "SyntheticXray", "synthesize_xray", "write_xray_dicom"]
 
 XA_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.12.1"
 _MAX_STORED = 4095  # 12-bit detector
@@ -34,6 +35,8 @@ _MAX_STORED = 4095  # 12-bit detector
 
 @dataclass(frozen=True)
 class SynthesisSettings:
+    """How the synthetic detector image is formed (noise, blur, gain, collimation) and stored."""
+
     photons: float = 20000.0  # unattenuated photons per pixel (sets the noise)
     blur_sigma_px: float = 0.7  # detector point spread (Gaussian sigma, pixels)
     gain_variation: float = 0.1  # peak-to-peak fraction of a smooth multiplicative gain field
@@ -44,19 +47,27 @@ class SynthesisSettings:
 
 @dataclass
 class SyntheticXray:
+    """A synthetic detector image: what the DICOM stores, the truth behind it and the exposed region."""
+
     stored: np.ndarray  # uint16 (H, W), as written to the DICOM
     line_integral: np.ndarray  # float32 (H, W), noise-free truth
     mask: np.ndarray  # bool (H, W), exposed pixels
     shutter: tuple[int, int, int, int]  # left, right, upper, lower edges (0-based, inclusive)
 
 
-def _line_integrals(volume: DRRVolume, camera_to_world: torch.Tensor, detector: Detector, subpixel: int) -> np.ndarray:
+def _line_integrals(
+    volume: DRRVolume, camera_to_world: torch.Tensor | np.ndarray, detector: Detector, subpixel: int
+) -> np.ndarray:
+    """Exact (Siddon) line integrals (H, W), the mean of ``subpixel``² rays per pixel."""
     k = detector.intrinsics()
     offsets = (torch.arange(subpixel, dtype=torch.float64) + 0.5) / subpixel - 0.5
     sub = torch.stack(torch.meshgrid(offsets, offsets, indexing="xy"), -1)
-    pixels = (pixel_grid(detector.rows, detector.cols, dtype=torch.float64)[:, :, None, None] + sub).reshape(-1, 2)
+    pixels = (pixel_grid(detector.rows, detector.cols, dtype=torch.float64)[:, :, None, None] + sub).reshape(
+        -1, 2
+    )
     with torch.no_grad():
-        values = render(volume, camera_to_world.to(volume.dtype), k, pixels, method="siddon", level=0)
+        pose = torch.as_tensor(camera_to_world, dtype=torch.float64).to(volume.dtype)
+        values = render(volume, pose, k, pixels, method="siddon", level=0)
     return values.reshape(detector.rows, detector.cols, subpixel * subpixel).mean(-1).double().numpy()
 
 
@@ -66,6 +77,29 @@ def _gain_field(shape: tuple[int, int], amplitude: float, rng: np.random.Generat
     field = sum(rng.normal() * term for term in (u, v, u * v, u * u - 1 / 3, v * v - 1 / 3))
     span = np.ptp(field)
     return 1.0 + (amplitude * (field - field.mean()) / span if span > 0 else 0.0)
+
+
+def _collimation(
+    shape: tuple[int, int], fraction: float, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """Random blade positions: left, right, upper, lower edges (0-based, inclusive) of the exposed box."""
+    h, w = shape
+    cuts = rng.uniform(0, fraction, 4)
+    left, right = int(cuts[0] * w), w - 1 - int(cuts[1] * w)
+    upper, lower = int(cuts[2] * h), h - 1 - int(cuts[3] * h)
+    return left, right, upper, lower
+
+
+def _stored_values(counts: np.ndarray, settings: SynthesisSettings) -> np.ndarray:
+    """Photon counts (H, W) as 12-bit values: raw (∝ counts) or log-processed (dense = high)."""
+    if settings.store == "raw":
+        stored = counts / settings.photons * (_MAX_STORED / 1.2)  # unattenuated ≈ 83 % of full scale
+    elif settings.store == "log":
+        log = np.log(settings.photons) - np.log(counts)
+        stored = log / max(float(log.max()), 1e-6) * _MAX_STORED
+    else:
+        raise ValueError(f"store must be 'raw' or 'log', got {settings.store!r}")
+    return np.clip(np.round(stored), 0, _MAX_STORED).astype(np.uint16)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -83,32 +117,27 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def synthesize_xray(
     volume: DRRVolume,
-    camera_to_world: torch.Tensor,
+    camera_to_world: torch.Tensor | np.ndarray,
     detector: Detector,
     settings: SynthesisSettings = SynthesisSettings(),
     rng: np.random.Generator | None = None,
 ) -> SyntheticXray:
-    """Simulate a detector image of ``volume`` (attenuation, 1/mm) at ``camera_to_world``."""
+    """Simulate a detector image of ``volume`` (attenuation, 1/mm) at ``camera_to_world`` (4, 4).
+
+    The pose and the detector follow :mod:`xvrcore.conventions`; the image is ``detector.rows`` ×
+    ``detector.cols``.
+    """
     rng = rng or np.random.default_rng()
     truth = _line_integrals(volume, camera_to_world, detector, max(1, settings.subpixel))
     h, w = truth.shape
-    cuts = rng.uniform(0, settings.collimation, 4)
-    left, right = int(cuts[0] * w), w - 1 - int(cuts[1] * w)
-    upper, lower = int(cuts[2] * h), h - 1 - int(cuts[3] * h)
+    left, right, upper, lower = _collimation((h, w), settings.collimation, rng)
     mask = np.zeros((h, w), dtype=bool)
     mask[upper : lower + 1, left : right + 1] = True
     attenuation = np.where(mask, truth, truth.max() + 4.0)  # the blades absorb almost everything
     expected = settings.photons * _gain_field((h, w), settings.gain_variation, rng) * np.exp(-attenuation)
     counts = _blur(rng.poisson(expected).astype(np.float64), settings.blur_sigma_px)
     counts = np.clip(counts, 0.5, None)
-    if settings.store == "raw":
-        stored = counts / settings.photons * (_MAX_STORED / 1.2)  # unattenuated ≈ 83 % of full scale
-    elif settings.store == "log":
-        log = np.log(settings.photons) - np.log(counts)
-        stored = log / max(float(log.max()), 1e-6) * _MAX_STORED
-    else:
-        raise ValueError(f"store must be 'raw' or 'log', got {settings.store!r}")
-    stored = np.clip(np.round(stored), 0, _MAX_STORED).astype(np.uint16)
+    stored = _stored_values(counts, settings)
     return SyntheticXray(stored, truth.astype(np.float32), mask, (left, right, upper, lower))
 
 
@@ -116,8 +145,8 @@ def write_xray_dicom(
     path: str | Path,
     xray: SyntheticXray,
     detector: Detector,
-    camera_to_world: torch.Tensor,
-    isocenter,
+    camera_to_world: torch.Tensor | np.ndarray,
+    isocenter: torch.Tensor | np.ndarray | Sequence[float],
     *,
     store: str = "raw",
     patient_position: str = "HFS",

@@ -1,139 +1,19 @@
-"""Model folders (safetensors + JSON, never pickle) and import of the reference implementation's .pth files."""
+"""Import of the reference implementation's .pth checkpoints: same weights, same pose meaning, no code run."""
 
 import datetime
-import json
 import os
 import pathlib
 import pickle
 
-import numpy as np
 import pytest
 import torch
 from xvrcore.geometry.carm import from_diffdrr
 from xvrcore.geometry.rotations import make_rigid, quaternion_to_matrix
-from xvrcore.learning.checkpoint import (
-    CheckpointError,
-    CheckpointMismatchError,
-    CheckpointSecurityError,
-    camera_metadata,
-    check_camera,
-    check_volume,
-    import_xvr,
-    load_model,
-    load_state,
-    read_xvr_checkpoint,
-    save_model,
-    save_state,
-    volume_fingerprint,
-)
-from xvrcore.learning.network import ArchitectureSpec, InputSpec, PoseRegressor, PoseSpec, to_world
-from xvrcore.volume.grid import Volume
+from xvrcore.learning.model_files import CheckpointError, load_model
+from xvrcore.learning.network import PoseRegressor, to_world
+from xvrcore.learning.xvr_import import CheckpointSecurityError, import_xvr, read_xvr_checkpoint
 
 CENTER = [5.0, -20.0, 870.0]
-
-
-def _metadata(arch: ArchitectureSpec, sha: str = "ab" * 32) -> dict:
-    return {
-        "architecture": arch.to_dict(),
-        "camera": camera_metadata(1020.0, 32, 8.7, True),
-        "input": InputSpec().to_dict(),
-        "volume": {"sha256": sha, "center": CENTER},
-        "training": {"kind": "patient-specific"},
-    }
-
-
-def _tiny_model():
-    arch = ArchitectureSpec("resnet18", 8)
-    model = arch.build(PoseSpec("rotation_6d", "ZXY", "PA", (0.0, -700.0, 0.0), 250.0))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    return arch, model.eval()
-
-
-def test_model_folder_round_trip(tmp_path):
-    arch, model = _tiny_model()
-    folder = save_model(tmp_path / "m", model, _metadata(arch))
-    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
-    loaded = load_model(folder)
-    for key, value in model.regressor.state_dict().items():
-        assert torch.equal(loaded.model.regressor.state_dict()[key], value)
-    x = torch.randn(2, 1, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(loaded.model(x), model(x))
-    meta = json.loads((folder / "model.json").read_text())
-    assert meta["format"] == "xvrcore-pose-model" and meta["software"]["xvrcore"]
-    assert meta["pose"]["parameterization"] == "rotation_6d" and meta["camera"]["intrinsics"]["fx"] < 0
-    assert loaded.intrinsics.width == 32 and loaded.intrinsics.mirrored
-
-
-def test_loading_never_unpickles(tmp_path, monkeypatch):
-    arch, model = _tiny_model()
-    folder = save_model(tmp_path / "m", model, _metadata(arch))
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("unpickling attempted")
-
-    monkeypatch.setattr(pickle, "load", forbidden)
-    monkeypatch.setattr(pickle, "loads", forbidden)
-    monkeypatch.setattr(pickle, "Unpickler", forbidden)
-    monkeypatch.setattr(torch, "load", forbidden)
-    load_model(folder)
-
-
-def test_a_damaged_or_swapped_weights_file_is_refused(tmp_path):
-    arch, model = _tiny_model()
-    folder = save_model(tmp_path / "m", model, _metadata(arch))
-    _, other = _tiny_model()
-    other_folder = save_model(tmp_path / "o", other, _metadata(arch))
-    (folder / "model.safetensors").write_bytes((other_folder / "model.safetensors").read_bytes())
-    with pytest.raises(CheckpointError, match="does not match"):
-        load_model(folder)
-    with pytest.raises(CheckpointError, match="no model found"):
-        load_model(tmp_path / "missing")
-
-
-def test_a_checkpoint_for_another_ct_or_geometry_is_refused():
-    meta = _metadata(ArchitectureSpec())
-    check_volume(meta, "ab" * 32)  # the same CT
-    with pytest.raises(CheckpointMismatchError, match="another CT"):
-        check_volume(meta, "cd" * 32)
-    check_volume(meta, "cd" * 32, allow_other=True)  # finetuning
-    check_camera(meta, camera_metadata(1020.0, 32, 8.7, True))
-    with pytest.raises(CheckpointMismatchError, match="sdd"):
-        check_camera(meta, camera_metadata(1000.0, 32, 8.7, True))
-    with pytest.raises(CheckpointMismatchError, match="mirrored"):
-        check_camera(meta, camera_metadata(1020.0, 32, 8.7, False))
-
-
-def test_volume_fingerprint_sees_voxels_and_geometry():
-    data = np.random.default_rng(0).normal(size=(6, 7, 8)).astype(np.float32)
-    affine = np.diag([1.5, 1.5, 3.0, 1.0])
-    base = volume_fingerprint(Volume(data, affine))
-    assert base == volume_fingerprint(Volume(data.astype(np.float64), affine.astype(np.float32)))
-    changed = data.copy()
-    changed[3, 3, 3] += 1
-    assert volume_fingerprint(Volume(changed, affine)) != base
-    shifted = affine.copy()
-    shifted[0, 3] = 1.0
-    assert volume_fingerprint(Volume(data, shifted)) != base
-
-
-def test_training_state_round_trip_keeps_types(tmp_path):
-    opt = torch.optim.Adam([torch.nn.Parameter(torch.randn(3, 2))], lr=1e-3)
-    opt.param_groups[0]["params"][0].grad = torch.ones(3, 2)
-    opt.step()
-    state = {"optimizer": opt.state_dict(), "iteration": 7, "history": [{"mtre_mm": 1.5}], "pair": (1, "a")}
-    save_state(tmp_path, state)
-    back = load_state(tmp_path)
-    assert back["iteration"] == 7 and back["pair"] == (1, "a") and back["history"] == [{"mtre_mm": 1.5}]
-    assert list(back["optimizer"]["state"]) == [0]  # integer keys stay integers
-    assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
-    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.randn(3, 2))], lr=1e-3)
-    opt2.load_state_dict(back["optimizer"])
-
-
-# ---- the reference implementation's checkpoints -----------------------------------------------------------
 
 
 def _write_xvr_checkpoint(path, parameterization="quaternion_adjugate", orientation="AP", reverse_x_axis=False, unit=1000.0):

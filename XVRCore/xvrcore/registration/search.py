@@ -1,0 +1,40 @@
+"""A coarse grid search around the start pose, before the gradient stages (widens the capture range).
+
+Candidates combine in-plane shifts on a square grid, depth shifts, out-of-plane tilts and rotations
+about the beam, all in the start pose's camera axes; they are scored in batches at the first stage's
+resolution (a few hundred 40-pixel DRRs cost well under a second) and the best one starts the refinement.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..metrics.similarity import registration_similarity
+from .pose_update import updated_pose
+from .problem import Problem
+from .settings import SearchSettings, Stage
+
+__all__ = ["candidates", "best_candidate"]
+
+
+def candidates(pose: torch.Tensor, center: torch.Tensor, search: SearchSettings) -> torch.Tensor:
+    """Every candidate pose ``(N, 4, 4)`` of the grid around ``pose`` (``pose`` itself included)."""
+    as_tensor = {"dtype": torch.float64, "device": pose.device}
+    offsets = torch.arange(-search.translation_mm, search.translation_mm + 1e-9, search.step_mm, **as_tensor)
+    tilts = torch.tensor(search.tilt_deg, **as_tensor)
+    grid = torch.cartesian_prod(offsets, offsets, torch.tensor(search.depth_mm, **as_tensor), tilts, tilts,
+                                torch.tensor(search.roll_deg, **as_tensor))
+    rotations = torch.deg2rad(grid[:, 3:])  # about the image x, y axes and the beam
+    return updated_pose(pose, center, rotations, grid[:, :3])
+
+
+def best_candidate(problem: Problem, pose: torch.Tensor, search: SearchSettings, stage: Stage) -> torch.Tensor:
+    """The best-scoring candidate ``(4, 4)`` of the grid around ``pose``, scored at ``stage``."""
+    image, k, mask = problem.at(stage)
+    poses = candidates(pose, problem.center, search)
+    scores = []
+    with torch.no_grad():
+        for chunk in poses.split(search.batch):
+            drr = problem.render(chunk, k, stage)
+            scores.append(registration_similarity(drr, image, mask, stage.similarity_weight))
+    return poses[torch.cat(scores).argmax()]

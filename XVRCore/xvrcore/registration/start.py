@@ -1,0 +1,148 @@
+"""Where a registration starts: one strategy per start method, chosen by name from :data:`STARTS`.
+
+* ``"dicom"`` — the header's positioner angles and SOD about the volume centre (or a given isocentre);
+* ``"pose"`` — a pose JSON in the shared format (one file, or a folder of ``<stem>.json``);
+* ``"landmarks"`` — ≥ 4 pairs of X-ray pixels and CT points (perspective-n-point);
+* ``"model"`` — a trained network's estimate (the X-ray resampled to the network's camera).
+
+Every strategy returns a :class:`StartPose`: the pose (the one pose type, :mod:`xvrcore.geometry.pose`),
+a record of how it was found (written into the result JSON) and warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..geometry.camera import Intrinsics
+from ..geometry.pose import as_pose
+from ..geometry.positioner import pose_from_xray
+from ..io.pose_json import CameraPose, read_pose_json
+from .inputs import per_input_file
+from .landmarks import read_landmarks
+from .pnp import solve_pnp
+
+if TYPE_CHECKING:
+    from ..xray import XrayImage
+    from .batch import PipelineSettings
+    from .target import RegistrationTarget
+
+__all__ = ["LANDMARK_RMS_WARNING_PX", "STARTS", "StartMethod", "StartPose", "find_start", "start_method"]
+
+LANDMARK_RMS_WARNING_PX = 5.0  # a landmark fit worse than this is probably a mismatched pair
+
+
+@dataclass
+class StartPose:
+    camera_to_world: torch.Tensor  # (4, 4) float64
+    info: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StartMethod:
+    """A start strategy: ``find(xray, settings, target, stem)``, and ``prepare(settings, volume, target)``
+    for what it loads once per run (None if nothing)."""
+
+    find: Callable[..., StartPose]
+    prepare: Callable[..., None] | None = None
+
+
+def _from_header(xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget, stem: str) -> StartPose:
+    given = settings.isocenter is not None
+    iso = torch.as_tensor(settings.isocenter if given else target.center, dtype=torch.float64)
+    missing = [n for n in ("primary_angle", "secondary_angle", "sod") if getattr(xray, n) is None]
+    if missing:
+        raise ValueError(
+            f"{Path(xray.source).name}: the header has no {', '.join(missing)} for a start pose; give "
+            "--primary-angle, --secondary-angle and --sod, or start from --init-pose or --landmarks"
+        )
+    info = {"method": "dicom", "isocenter_ras": iso.tolist(), "isocenter_from": "user" if given else "volume centre",
+            "primary_angle": xray.primary_angle, "secondary_angle": xray.secondary_angle, "sod": xray.sod,
+            "patient_position": xray.patient_position}
+    return StartPose(pose_from_xray(xray, iso), info)
+
+
+def _check_pose_matches(pose: CameraPose, intrinsics: Intrinsics, name: str, source: Path) -> list[str]:
+    """Refuse a pose JSON for another image; warn when its intrinsics differ from the header's."""
+    given = (pose.intrinsics.width, pose.intrinsics.height)
+    if given != (intrinsics.width, intrinsics.height):
+        raise ValueError(
+            f"{name}: the pose JSON {source.name} is for a {given[0]}×{given[1]} image but the X-ray is "
+            f"{intrinsics.width}×{intrinsics.height}; give a pose registered on this X-ray (or start from the header)"
+        )
+    if pose.intrinsics.mirrored != intrinsics.mirrored:
+        raise ValueError(f"{name}: the pose JSON {source.name} is for a "
+                         f"{'mirrored' if pose.intrinsics.mirrored else 'non-mirrored'} image, unlike the X-ray")
+    a, b = pose.intrinsics, intrinsics
+    if max(abs(a.fx - b.fx), abs(a.fy - b.fy), abs(a.cx - b.cx), abs(a.cy - b.cy)) > 0.01 * abs(b.fy):
+        return [f"the intrinsics of {source.name} differ from the X-ray header's; the header's are used"]
+    return []
+
+
+def _from_pose_file(xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget, stem: str) -> StartPose:
+    if settings.init_pose is None:
+        raise ValueError("init 'pose' needs a pose JSON (--init-pose)")
+    source = per_input_file(settings.init_pose, stem, "pose JSON")
+    given = read_pose_json(source)
+    warnings = _check_pose_matches(given, xray.intrinsics, Path(xray.source).name, source)
+    return StartPose(given.camera_to_world, {"method": "pose", "file": source.name}, warnings)
+
+
+def _from_landmarks(xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget, stem: str) -> StartPose:
+    if settings.landmarks is None:
+        raise ValueError("init 'landmarks' needs a landmarks JSON (--landmarks)")
+    source = per_input_file(settings.landmarks, stem, "landmarks")
+    marks = read_landmarks(source)
+    fit = solve_pnp(marks.points_2d, marks.points_3d, xray.intrinsics)
+    warnings = list(fit.warnings)
+    if fit.rms_px > LANDMARK_RMS_WARNING_PX:
+        warnings.append(f"the landmarks fit with {fit.rms_px:.1f} px RMS; check that each pair is the same point")
+    info = {"method": "landmarks", "file": source.name, "points": len(marks.points_2d), "rms_px": fit.rms_px,
+            "start": fit.method}
+    return StartPose(fit.camera_to_world, info, warnings)
+
+
+def _load_network(settings: PipelineSettings, volume, target: RegistrationTarget) -> None:
+    from ..learning.inference import PatientFrame
+    from ..learning.model_files import load_model
+
+    if settings.model is None:
+        raise ValueError("init 'model' needs a trained model folder (--model)")
+    target.model = load_model(settings.model, settings.device)
+    target.frame = PatientFrame.from_volume(volume)
+    target.summary["model"] = Path(settings.model).name
+
+
+def _from_network(xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget, stem: str) -> StartPose:
+    from ..learning.inference import predict_pose
+
+    pose = predict_pose(target.model, xray.pixels, xray.mask, xray.intrinsics, target.frame, device=settings.device,
+                        allow_other_volume=settings.allow_other_volume)
+    return StartPose(pose, {"method": "model", "model": Path(settings.model).name})
+
+
+STARTS: dict[str, StartMethod] = {
+    "dicom": StartMethod(_from_header),
+    "pose": StartMethod(_from_pose_file),
+    "landmarks": StartMethod(_from_landmarks),
+    "model": StartMethod(_from_network, prepare=_load_network),
+}
+
+
+def start_method(name: str) -> StartMethod:
+    if name not in STARTS:
+        raise ValueError(f"unknown initialisation {name!r}; expected one of {tuple(STARTS)}")
+    return STARTS[name]
+
+
+def find_start(xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget, stem: str) -> StartPose:
+    """The start pose of ``xray`` by ``settings.init``; its record includes the pose itself."""
+    start = start_method(settings.init).find(xray, settings, target, stem)
+    start.camera_to_world = as_pose(start.camera_to_world, f"{Path(xray.source).name}: the start pose").reshape(4, 4).cpu()
+    start.info["camera_to_world"] = start.camera_to_world.tolist()
+    return start

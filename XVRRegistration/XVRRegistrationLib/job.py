@@ -1,0 +1,129 @@
+"""The background registration: ``xvrcore register`` processes run one after the other, their events turned
+into progress, status lines and finished results.
+"""
+
+import pathlib
+import time
+
+from slicer.i18n import tr as _
+
+__all__ = ["RegistrationJob"]
+
+STATUS_EVENTS = ("progress", "input_done", "input_skipped", "input_failed")  # the events that set the status line
+
+
+class RegistrationJob:
+    """``xvrcore register`` processes run one after the other (one per group of X-rays with the same frame
+    choice and geometry overrides), with their events; cancel stops the running one and the rest.
+
+    ``poll()`` returns, among others, ``results``: ``(xrayNode, resultJson)`` pairs finished since the last
+    call. Never touches widgets.
+    """
+
+    def __init__(self, commands, jobDirectory, nodesByFile, env=None):
+        self.commands = [[str(c) for c in command] for command in commands]
+        self.jobDirectory = pathlib.Path(jobDirectory)
+        self.nodesByFile = dict(nodesByFile)
+        self.env = env
+        self.runner = None
+        self.index = -1
+        self.cancelRequested = False
+        self.returncodes = []
+        self.failures = []
+        self.done = []
+        self.fraction = 0.0
+        self.finished = False
+
+    def start(self) -> "RegistrationJob":
+        self._next()
+        return self
+
+    def _next(self) -> None:
+        from xvrcore.app.jobs import JobRunner
+
+        self.index += 1
+        if self.index >= len(self.commands) or self.cancelRequested:
+            self.runner = None
+            self.finished = True
+            return
+        self.runner = JobRunner(self.commands[self.index], self.jobDirectory, env=self.env)
+        self.runner.start()
+
+    @property
+    def running(self) -> bool:
+        return not self.finished
+
+    def cancel(self) -> None:
+        self.cancelRequested = True
+        if self.runner is not None:
+            self.runner.cancel()
+
+    def poll(self) -> dict:
+        """What happened since the last call: ``results``, ``log``, ``events``, ``status``, ``fraction``, ``finished``."""
+        results, log, events, status = [], [], [], None
+        if self.runner is None:
+            return {"results": results, "log": log, "events": events, "status": status,
+                    "fraction": self.fraction, "finished": self.finished}
+        update = self.runner.poll()
+        log += update.log
+        for event in update.events:
+            events.append(event)
+            if event.get("event") in STATUS_EVENTS:
+                status = self._apply(event, results, log)
+        if self.cancelRequested and update.returncode is None:
+            self.runner.terminate(grace_s=20.0)
+        if update.returncode is not None:
+            self.returncodes.append(update.returncode)
+            self.fraction = (self.index + 1) / max(1, len(self.commands))
+            self._next()
+            if self.finished:
+                status = self._finalStatus()
+        return {"results": results, "log": log, "events": events, "status": status, "fraction": self.fraction,
+                "finished": self.finished}
+
+    def _apply(self, event, results, log):
+        """Take one of the STATUS_EVENTS into the job's state (and ``results``, ``log``); returns its status line."""
+        kind = event.get("event")
+        if kind == "progress":
+            self.fraction = (self.index + float(event.get("fraction", 0.0))) / max(1, len(self.commands))
+            status = _("{input}: stage {stage}, iteration {iteration}, similarity {similarity:.3f}").format(
+                input=event.get("input"), stage=event.get("stage", 0) + 1, iteration=event.get("iteration", 0),
+                similarity=float(event.get("similarity") or 0.0))
+            if event.get("attempt", 1) > 1:  # the first result looked wrong: a wider search
+                status = _("{status} (retry {retry})").format(status=status, retry=event["attempt"] - 1)
+            return status
+        if kind in ("input_done", "input_skipped"):
+            node = self.nodesByFile.get(event.get("input"))
+            if node is not None and event.get("json"):
+                results.append((node, event["json"]))
+                self.done.append(node)
+            return _("{input}: registered").format(input=event.get("input"))
+        self.failures.append(event.get("error"))  # input_failed
+        log.append(event.get("error", ""))
+        return event.get("error")
+
+    def _finalStatus(self) -> str:
+        from xvrcore.io.events import EXIT_CANCELLED
+
+        if self.cancelRequested or EXIT_CANCELLED in self.returncodes:
+            return _("Cancelled: {n} X-ray(s) registered; register again to do the rest.").format(n=len(self.done))
+        if any(code != 0 for code in self.returncodes):
+            return _("Finished with errors: {n} registered, {f} failed (see the log).").format(
+                n=len(self.done), f=len(self.failures))
+        return _("Registered {n} X-ray(s).").format(n=len(self.done))
+
+    def wait(self, timeout=None) -> dict:
+        """Block until every process ended (tests and scripts); returns the polls merged."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        merged = {"results": [], "log": [], "events": [], "status": None}
+        while True:
+            update = self.poll()
+            for key in ("results", "log", "events"):
+                merged[key] += update[key]
+            merged["status"] = update["status"] or merged["status"]
+            if update["finished"]:
+                merged.update(fraction=update["fraction"], finished=True)
+                return merged
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("the registration did not finish in time")
+            time.sleep(0.05)

@@ -1,0 +1,134 @@
+"""Starting a training: the inputs written for the background process (the CT and the segments), the
+pretrained model it finetunes, the network profile, and its command line.
+"""
+
+import pathlib
+
+from slicer.i18n import tr as _
+
+from .job import TrainingJob
+from .plot import progressNodes
+
+__all__ = ["CUSTOM_RANGE_NAMES", "PROFILES", "TrainingLauncher", "resolveProfile", "trainingCommand"]
+
+#: The paper's C-arm parameters, in the order of the custom ranges (degrees, then mm).
+CUSTOM_RANGE_NAMES = ("alpha", "beta", "gamma", "x", "y", "z")
+#: The network profiles a process trains with (``xvrcore.learning.training.PROFILES``).
+PROFILES = ("standard", "quick")
+
+
+def resolveProfile(profile: str = "automatic", device: str = "auto") -> str:
+    """``standard`` or ``quick``: automatic means Quick unless the process will train on a GPU."""
+    if profile != "automatic":
+        if profile not in PROFILES:
+            raise ValueError(f"{profile!r} is not a training profile")
+        return profile
+    if device == "cpu":
+        return "quick"
+    if device == "cuda":
+        return "standard"
+    try:
+        import torch
+    except ImportError:  # no torch in this Python: nothing says a GPU is there
+        return "quick"
+    return "standard" if torch.cuda.is_available() else "quick"
+
+
+def trainingCommand(python, volumePath, outputDirectory, preset="pelvis", customRanges=None, orientation=None,
+                    labelmapPath=None, labels=None, initFrom=None, minutes=5.0, iterations=None, device="auto",
+                    batchSize=0, resume=False, threads=None, extra=(), profile="standard") -> list:
+    """The ``xvrcore train`` command line (``python -m xvrcore train ... --progress-json``).
+
+    Built by :func:`xvrcore.app.commands.train_command`; this maps the panel's inputs to its options:
+    ``customRanges`` ``{name: (min, max)}`` with the ``orientation`` (the ``custom`` preset trains the
+    pelvis geometry on them), ``iterations`` instead of ``minutes`` when given, ``batchSize`` 0 for the
+    profile's. ``profile``: ``standard`` or ``quick`` (``xvrcore.learning.training.PROFILES``). ``extra``
+    (command-line tokens) goes at the end.
+    """
+    from xvrcore.app.commands import train_command
+
+    ranges = {name: tuple(customRanges[name]) for name in CUSTOM_RANGE_NAMES} if customRanges else {}
+    command = train_command(
+        python=str(python), volume=volumePath, output=outputDirectory, preset="pelvis" if preset == "custom" else preset,
+        **ranges, orientation=(orientation or "PA") if customRanges else None, labelmap=labelmapPath or None,
+        labels=[int(v) for v in labels] if labelmapPath and labels else None, init_from=initFrom or None,
+        iterations=int(iterations) if iterations else None, minutes=None if iterations else float(minutes),
+        profile=str(profile), device=str(device), batch_size=int(batchSize) if batchSize else None,
+        threads=int(threads) if threads else None, resume=bool(resume), progress_json=True)
+    return command + [str(e) for e in extra]
+
+
+class TrainingLauncher:
+    """Writes what ``xvrcore train`` reads and starts it in the background (a :class:`TrainingJob`).
+
+    Never touches widgets.
+    """
+
+    resolveProfile = staticmethod(resolveProfile)
+    trainingCommand = staticmethod(trainingCommand)
+    progressNodes = staticmethod(progressNodes)
+
+    @staticmethod
+    def writeInputs(volumeNode, segmentationNode, outputDirectory) -> dict:
+        """Write the CT (and the segments as a label map) into ``<output>/inputs`` for the process.
+
+        Returns ``{"volume": path, "labelmap": path or None, "labels": [ids], "names": {id: name}}``.
+        The volume is written in world coordinates (its parent transforms applied), with xvrcore's
+        writer, so the process reads exactly what Slicer shows.
+        """
+        from XVRCoreLib.volumes import segmentation_labelmap, volume_from_node, write_label_names
+
+        inputs = pathlib.Path(outputDirectory) / "inputs"
+        inputs.mkdir(parents=True, exist_ok=True)
+        volume = volume_from_node(volumeNode, kind="ct")
+        volumePath = volume.save(inputs / "volume.nii.gz")
+        result = {"volume": volumePath, "labelmap": None, "labels": None, "names": {}}
+        if segmentationNode is not None and segmentationNode.GetSegmentation().GetNumberOfSegments():
+            labels, names, colors = segmentation_labelmap(segmentationNode, volumeNode)
+            result["labelmap"] = labels.save(inputs / "labels.nii.gz")
+            result["labels"] = sorted(names)
+            result["names"] = names
+            write_label_names(inputs / "labels.ctbl", names, colors)
+        return result
+
+    @staticmethod
+    def resolvePretrained(pretrainedModel=None, pretrainedRepository=None):
+        """A usable model folder (or .pth) from a path or a Hugging Face repository (downloaded, cached)."""
+        repository = (pretrainedRepository or "").strip()
+        if repository:
+            from xvrcore.learning.hub import pull
+
+            return pull(repository)
+        if pretrainedModel is not None and str(pretrainedModel) not in ("", "."):
+            path = pathlib.Path(pretrainedModel)
+            if not path.exists():
+                raise ValueError(_("The pretrained model {path} does not exist.").format(path=path))
+            return path
+        return None
+
+    def startTraining(self, volumeNode, segmentationNode, outputDirectory, preset="pelvis", customRanges=None,
+                      orientation="PA", pretrainedModel=None, pretrainedRepository=None, minutes=5.0, device="auto",
+                      batchSize=0, resume=False, iterations=None, threads=None, extra=(), python=None,
+                      profile="automatic") -> TrainingJob:
+        """Write the inputs and start ``xvrcore train`` in the background; returns the running job.
+
+        ``resume`` continues the run in ``outputDirectory`` from its last checkpoint (same settings).
+        """
+        from XVRCoreLib import slicersupport
+
+        if volumeNode is None:
+            raise ValueError(_("Select the CT or MRA volume to train on."))
+        if str(outputDirectory) in ("", "."):
+            raise ValueError(_("Select an output directory for the checkpoints."))
+        outputDirectory = pathlib.Path(outputDirectory)
+        inputs = self.writeInputs(volumeNode, segmentationNode, outputDirectory)
+        initFrom = self.resolvePretrained(pretrainedModel, pretrainedRepository)
+        command = trainingCommand(
+            python or slicersupport.python_executable(), inputs["volume"], outputDirectory, preset=preset,
+            customRanges=customRanges, orientation=orientation, labelmapPath=inputs["labelmap"],
+            labels=inputs["labels"], initFrom=initFrom, minutes=minutes, iterations=iterations, device=device,
+            batchSize=batchSize, resume=resume, threads=threads, extra=extra, profile=resolveProfile(profile, device))
+        progress, validation, chart = progressNodes(volumeNode.GetScene())
+        job = TrainingJob(command, outputDirectory, progress, validation, chart,
+                          env=slicersupport.process_environment(device))
+        return job.start()

@@ -33,7 +33,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import measure_throughput, run_isolated  # noqa: E402
+from harness import measure_throughput, run_isolated
 
 POSE_SEED = 20261127
 # DeepFluoro-like geometry of the xvr paper: sdd 1020 mm, a 278.6 mm detector.

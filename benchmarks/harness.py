@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-__all__ = ["measure_throughput", "run_isolated", "IsolatedRunError"]
+__all__ = ["IsolatedRunError", "measure_throughput", "run_isolated"]
 
 
 def measure_throughput(fn, batch_size: int, min_seconds: float = 3.0, warmup: int = 1) -> dict:
@@ -154,7 +154,7 @@ def _available_mb() -> float | None:
         import psutil
 
         return psutil.virtual_memory().available / 2**20
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 

@@ -22,7 +22,7 @@ ISO = torch.tensor([12.0, -30.0, 880.0], dtype=D)  # an isocentre away from the 
 SOD = 750.0
 DET = Detector(sdd=1200.0, rows=300, cols=400, row_spacing=0.5, col_spacing=0.5)  # detector-side view
 K = DET.intrinsics()
-R, L, A, P, S, I = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))  # noqa: E741 (RAS letters)
+R, L, A, P, S, I = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
 
 
 def _pixel(pose, offset_mm):

@@ -70,7 +70,7 @@ def test_one_pixel_noise_gives_a_bounded_error(planar):
         probe = rng.dirichlet(np.ones(len(pts)), 50) @ pts
         assert np.abs(_project(fit.camera_to_world, k, probe) - _project(pose, k, probe)).max() < 2.0
         # ... and the beam direction is right within a degree (depth is what 1 px noise hides most).
-        cos = float(fit.camera_to_world[:3, 2] @ pose[:3, 2])
+        cos = float(np.asarray(fit.camera_to_world)[:3, 2] @ pose[:3, 2])
         assert np.degrees(np.arccos(min(1.0, cos))) < 1.0
 
 

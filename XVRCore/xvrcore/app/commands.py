@@ -34,9 +34,9 @@ from ..xray.pixels import FRAME_REDUCTIONS
 __all__ = [
     "CUSTOM_RANGES",
     "DEVICES",
-    "Option",
     "REGISTER_OPTIONS",
     "TRAIN_OPTIONS",
+    "Option",
     "add_options",
     "build_command",
     "register_command",

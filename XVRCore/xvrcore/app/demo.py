@@ -26,7 +26,7 @@ from ..io.pose_json import camera_pose, write_pose_json
 from ..volume import load_volume
 from ..volume.attenuation import to_attenuation
 
-__all__ = ["DEMO_XRAY_PARAMS", "PELVIS_CT", "VIEWS", "run_demo", "shared_data_dir", "View"]
+__all__ = ["DEMO_XRAY_PARAMS", "PELVIS_CT", "VIEWS", "View", "run_demo", "shared_data_dir"]
 
 DEMO_XRAY_PARAMS = (18.0, -12.0, 6.0, 14.0, -780.0, -9.0)  # paper's (α, β, γ, x, y, z), "PA"
 

@@ -107,7 +107,7 @@ class DRRVolume:
         self.max_levels = max_levels
 
     @classmethod
-    def from_volume(cls, volume, **kwargs) -> "DRRVolume":
+    def from_volume(cls, volume, **kwargs) -> DRRVolume:
         """From an :class:`xvrcore.volume.Volume` holding attenuation values."""
         return cls(volume.data, volume.affine, **kwargs)
 

@@ -15,11 +15,11 @@ import torch
 from .rotations import invert_rigid
 
 __all__ = [
+    "Detector",
+    "Intrinsics",
     "backproject",
     "camera_directions",
-    "Detector",
     "frustum_corners",
-    "Intrinsics",
     "pixel_grid",
     "project",
     "projection_matrix",
@@ -57,7 +57,7 @@ class Intrinsics:
         )
 
     @classmethod
-    def from_matrix(cls, matrix, width: int, height: int) -> "Intrinsics":
+    def from_matrix(cls, matrix, width: int, height: int) -> Intrinsics:
         k = torch.as_tensor(matrix, dtype=torch.float64)
         if k.shape != (3, 3):
             raise ValueError(f"intrinsic matrix must be 3×3, got shape {tuple(k.shape)}")
@@ -66,18 +66,18 @@ class Intrinsics:
             raise ValueError("intrinsic matrix must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew)")
         return cls(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]), int(width), int(height))
 
-    def resized(self, width: int, height: int) -> "Intrinsics":
+    def resized(self, width: int, height: int) -> Intrinsics:
         """Intrinsics of the same field of view sampled on a ``width × height`` grid."""
         sx, sy = width / self.width, height / self.height
         return Intrinsics(
             self.fx * sx, self.fy * sy, sx * (self.cx + 0.5) - 0.5, sy * (self.cy + 0.5) - 0.5, width, height
         )
 
-    def cropped(self, col0: int, row0: int, width: int, height: int) -> "Intrinsics":
+    def cropped(self, col0: int, row0: int, width: int, height: int) -> Intrinsics:
         """Intrinsics of the sub-image whose first pixel is (col0, row0) of this image."""
         return Intrinsics(self.fx, self.fy, self.cx - col0, self.cy - row0, width, height)
 
-    def with_mirror(self, mirrored: bool) -> "Intrinsics":
+    def with_mirror(self, mirrored: bool) -> Intrinsics:
         return replace(self, fx=abs(self.fx) * (-1.0 if mirrored else 1.0))
 
 
@@ -119,7 +119,7 @@ class Detector:
             height=self.rows,
         )
 
-    def rescaled(self, factor: float) -> "Detector":
+    def rescaled(self, factor: float) -> Detector:
         """The same detector read out with ``factor`` times fewer pixels per side (same field of view)."""
         rows, cols = max(1, round(self.rows / factor)), max(1, round(self.cols / factor))
         return replace(

@@ -63,6 +63,7 @@ from .rotations import euler_to_matrix, make_rigid
 __all__ = [
     "ANGLE_FRAMES",
     "PATIENT_POSITIONS",
+    "PositionerAngles",
     "detector_direction",
     "nominal_rotation",
     "patient_orientation",
@@ -70,7 +71,6 @@ __all__ = [
     "pose_from_xray",
     "positioner_from_pose",
     "positioner_to_carm",
-    "PositionerAngles",
 ]
 
 #: PatientPosition defined terms (PS3.3 C.7.3.1.1.2).

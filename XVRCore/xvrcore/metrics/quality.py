@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_MODEL", "assess", "fit", "load_model", "QualityModel", "save_model"]
+__all__ = ["DEFAULT_MODEL", "QualityModel", "assess", "fit", "load_model", "save_model"]
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def _outcome(path: Path, index: int, settings: PipelineSettings, target, report,
         return _register_one(path, index, settings, target, report, should_stop)
     except (ValueError, OSError) as exc:  # bad DICOM, pose or landmarks file: the input's fault
         return InputOutcome(path.name, "failed", message=_failure_message(exc, path.name), bad_input=True)
-    except Exception as exc:  # noqa: BLE001 — one input's crash must not stop the others
+    except Exception as exc:
         return InputOutcome(path.name, "failed", message=_failure_message(exc, path.name) + f" ({type(exc).__name__})")
 
 

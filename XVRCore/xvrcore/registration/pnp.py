@@ -244,7 +244,7 @@ def _refine(rot, t, p2, p3, k, max_iterations: int = 100) -> tuple[np.ndarray, n
     res = residual(rot, t)
     cost = float(res @ res)
     lam, iteration = 1e-3, 0
-    for iteration in range(1, max_iterations + 1):  # noqa: B007 (the count is returned)
+    for iteration in range(1, max_iterations + 1):
         cam = p3 @ rot.T + t
         x, y, z = cam.T
         z = np.where(np.abs(z) < 1e-9, 1e-9, z)

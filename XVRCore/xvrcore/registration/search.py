@@ -14,7 +14,7 @@ from .pose_update import updated_pose
 from .problem import Problem
 from .settings import SearchSettings, Stage
 
-__all__ = ["candidates", "best_candidate"]
+__all__ = ["best_candidate", "candidates"]
 
 
 def candidates(pose: torch.Tensor, center: torch.Tensor, search: SearchSettings) -> torch.Tensor:

@@ -28,13 +28,13 @@ __all__ = [
     "WRITE_SUFFIXES",
     "Volume",
     "VolumeError",
+    "check_finite",
+    "check_kind",
+    "file_suffix",
+    "itk_reason",
     "lps_geometry",
     "mask_bounds",
     "ras_affine",
-    "check_finite",
-    "check_kind",
-    "itk_reason",
-    "file_suffix",
     "validate",
 ]
 

@@ -90,7 +90,7 @@ def _sitk_fallback(
     first = text.splitlines()[0][:240] if text else type(pydicom_error).__name__
     try:
         arr = np.asarray(_sitk_pixels(path))
-    except Exception:  # noqa: BLE001
+    except Exception:
         ts_name = f"{ts.name} ({ts})" if ts else "unknown transfer syntax"
         raise XrayDicomError(
             f"{name}: cannot decode the pixel data, transfer syntax {ts_name}: pydicom has no working "
@@ -117,7 +117,7 @@ def decode_pixels(ds: Dataset, path: Path, name: str, warnings: list[str]) -> De
     try:
         arr = np.asarray(_pydicom_pixels(ds))
         rescaled = False
-    except Exception as exc:  # noqa: BLE001 - pydicom raises RuntimeError/NotImplementedError/ValueError…
+    except Exception as exc:
         arr = _sitk_fallback(path, name, _transfer_syntax(ds), exc, warnings)
         rescaled = True
         if samples == 1 and arr.ndim == 3 and n_frames == 1 and arr.shape[0] == 1:

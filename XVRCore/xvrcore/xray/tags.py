@@ -56,9 +56,9 @@ def read_dataset(path: Path, name: str) -> Dataset:
     except InvalidDicomError:
         try:  # files without the 128-byte preamble
             ds = pydicom.dcmread(path, force=True)
-        except Exception as exc:  # noqa: BLE001 - anything pydicom raises means "not DICOM"
+        except Exception as exc:
             raise XrayDicomError(f"{name}: not a readable DICOM file ({type(exc).__name__})") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise XrayDicomError(f"{name}: not a readable DICOM file ({type(exc).__name__})") from None
     if "PixelData" not in ds:
         raise XrayDicomError(f"{name}: the DICOM file has no pixel data (7FE0,0010); it is not an image")

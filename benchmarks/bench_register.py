@@ -86,7 +86,7 @@ def make_cases(mu, center: torch.Tensor, size: int, n: int, seed: int, workdir: 
     from xvrcore.app.evaluate import PRESETS, perturb, sample_true_pose
     from xvrcore.drr import DRRVolume
     from xvrcore.geometry.camera import Detector
-    from xvrcore.xray.reader import read_xray
+    from xvrcore.xray import read_xray
     from xvrcore.xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
 
     exact = DRRVolume.from_volume(mu, dtype=torch.float64)

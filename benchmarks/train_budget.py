@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from xvrcore.registration import register
     from xvrcore.volume import load_volume
     from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.xray.reader import read_xray
+    from xvrcore.xray import read_xray
     from xvrcore.xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -47,32 +47,7 @@ _API = {
     "solve_pnp": "xvrcore.registration",
 }
 
-__all__ = [
-    "CameraPose",
-    "DRRVolume",
-    "Detector",
-    "Intrinsics",
-    "PipelineSettings",
-    "RegistrationSettings",
-    "Volume",
-    "XrayImage",
-    "__version__",
-    "camera_pose",
-    "carm_pose",
-    "load_labelmap",
-    "load_volume",
-    "pose_from_xray",
-    "read_pose_json",
-    "read_pose_transform",
-    "read_xray",
-    "register",
-    "register_inputs",
-    "render",
-    "solve_pnp",
-    "to_attenuation",
-    "write_pose_json",
-    "write_pose_transform",
-]
+__all__ = ["__version__", *_API]  # noqa: PLE0604 (the keys of _API are strings)
 
 
 def __getattr__(name: str):

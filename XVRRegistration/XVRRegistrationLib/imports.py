@@ -74,7 +74,7 @@ class XrayImporter:
     @staticmethod
     def readXray(path, frame=None, maskFrame=None, overrides=None):
         """The X-ray with its C-arm geometry (:func:`xvrcore.xray.reader.read_xray`)."""
-        from xvrcore.xray.reader import GeometryOverrides, read_xray
+        from xvrcore.xray import GeometryOverrides, read_xray
 
         mask = None if maskFrame is None or int(maskFrame) < 0 else int(maskFrame)
         return read_xray(path, frame=frameValue(frame), mask_frame=mask, overrides=GeometryOverrides(**(overrides or {})))

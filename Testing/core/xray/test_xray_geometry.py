@@ -7,7 +7,7 @@ import pytest
 import torch
 from xray_dicoms import DX_SOP, XA_SOP, H, W, log_values, phantom, write_dicom, xa
 from xvrcore.geometry.positioner import pose_from_positioner, pose_from_xray
-from xvrcore.xray.reader import GeometryOverrides, XrayDicomError, XrayImage, read_xray
+from xvrcore.xray import GeometryOverrides, XrayDicomError, XrayImage, read_xray
 
 
 def test_full_xa_geometry(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from xray_dicoms import SC_SOP, SHUTTER, H, W, exposed_box, log_values, phantom, write_dicom, xa
-from xvrcore.xray.reader import GeometryOverrides, read_xray
+from xvrcore.xray import GeometryOverrides, read_xray
 
 
 def test_rectangular_shutter_mask_is_exact(tmp_path):

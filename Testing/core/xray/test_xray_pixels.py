@@ -8,8 +8,7 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, RLELossless
 from xray_dicoms import exposed_box, log_values, phantom, thin_vessels, xa
-from xvrcore.xray import pixels
-from xvrcore.xray.reader import XrayDicomError, read_xray
+from xvrcore.xray import XrayDicomError, pixels, read_xray
 
 
 def test_rescale_slope_and_intercept(tmp_path):

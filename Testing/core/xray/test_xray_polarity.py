@@ -17,8 +17,8 @@ from xray_dicoms import (
     write_dicom,
     xa,
 )
+from xvrcore.xray import read_xray
 from xvrcore.xray.polarity import block_average
-from xvrcore.xray.reader import read_xray
 
 
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])

@@ -119,7 +119,7 @@ def _register(args: argparse.Namespace) -> int:
 
     from ..io.events import CancelToken
     from ..registration import PipelineSettings, RegistrationSettings, register_inputs
-    from ..xray.reader import GeometryOverrides
+    from ..xray import GeometryOverrides
 
     settings = RegistrationSettings(time_budget_s=args.time_budget)
     if args.no_retry:

@@ -35,7 +35,7 @@ from ..registration import RegistrationSettings, register
 from ..volume import Volume, load_labelmap, load_volume
 from ..volume.attenuation import to_attenuation
 from ..volume.labels import masked_attenuation
-from ..xray.reader import read_xray
+from ..xray import read_xray
 from ..xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
 
 __all__ = [

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..volume.dicom_series import is_dicom_file
+
 __all__ = ["collect_inputs", "input_stem", "per_input_file"]
 
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -18,9 +20,7 @@ def _is_dicom(path: Path) -> bool:
     if path.suffix.lower() in _DICOM_SUFFIXES:
         return True
     try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
+        return is_dicom_file(path)  # the "DICM" preamble
     except OSError:
         return False
 

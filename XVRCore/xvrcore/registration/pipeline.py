@@ -78,10 +78,11 @@ def _register_one(path: Path, index: int, settings: PipelineSettings, target: Re
                   should_stop) -> InputOutcome | None:
     """Register one X-ray and write its results; None if cancelled (the best pose so far is not a result)."""
     t0 = time.perf_counter()
-    paths = output_paths(settings.output, input_stem(path))
+    stem = input_stem(path)
+    paths = output_paths(settings.output, stem)
     xray = read_xray(path, frame=settings.frame, mask_frame=settings.mask_frame, overrides=settings.overrides)
     t_read = time.perf_counter()
-    start = find_start(xray, settings, target, input_stem(path))
+    start = find_start(xray, settings, target, stem)
     t_init = time.perf_counter()
     device = target.drr.device
     center = torch.as_tensor(settings.isocenter, dtype=torch.float64) if settings.isocenter is not None else None

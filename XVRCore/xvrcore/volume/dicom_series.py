@@ -17,6 +17,7 @@ _PROJECTION_MODALITIES = {"XA", "RF", "CR", "DX", "MG", "IO", "PX"}
 
 
 def is_dicom_file(path: Path) -> bool:
+    """Whether the file starts with the DICOM preamble (128 bytes, then ``DICM``)."""
     with open(path, "rb") as f:
         return f.read(132)[128:132] == b"DICM"
 

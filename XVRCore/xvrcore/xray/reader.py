@@ -42,7 +42,7 @@ from .geometry import (
 )
 from .masks import exposure_mask
 from .overrides import OVERRIDE_HINTS, GeometryOverrides
-from .pixels import FRAME_REDUCTIONS, DecodedPixels, choose_frames, combine_frames, decode_pixels, display_map
+from .pixels import DecodedPixels, choose_frames, combine_frames, decode_pixels, display_map
 from .polarity import (
     ImageEvidence,
     decide_polarity,
@@ -52,15 +52,7 @@ from .polarity import (
 )
 from .tags import PROJECTION_MODALITIES, XrayDicomError, code_string, read_dataset
 
-__all__ = [
-    "FRAME_REDUCTIONS",
-    "OVERRIDE_HINTS",
-    "GeometryOverrides",
-    "XrayDicomError",
-    "XrayImage",
-    "read_xray",
-]
-
+__all__ = ["XrayImage", "read_xray"]
 
 
 @dataclass(repr=False, eq=False)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__
+from ..io.atomic import EXIT_DISK_FULL, is_disk_full
 from .commands import REGISTER_OPTIONS, TRAIN_OPTIONS, add_options
 
 __all__ = ["build_parser", "main"]
@@ -329,17 +330,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``xvrcore`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code (2: a clear error)."""
+    """Run ``xvrcore`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code (2: a clear error,
+    3: the disk is full, 130: interrupted)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except _EXPECTED_ERRORS as exc:
+        if is_disk_full(exc):
+            return _disk_full(args.command, exc)
         print(f"xvrcore {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"xvrcore {args.command}: interrupted", file=sys.stderr)
         return 130
 
+
+def _disk_full(command: str, exc: BaseException) -> int:
+    filename = getattr(exc, "filename", None)
+    where = f" while writing {filename}" if filename else ""
+    print(f"xvrcore {command}: error: the disk is full{where}; free space and run again "
+          "(results finished before are kept)", file=sys.stderr)
+    return EXIT_DISK_FULL
 
 if __name__ == "__main__":
     sys.exit(main())

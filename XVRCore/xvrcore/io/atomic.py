@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "read_json"]
+__all__ = ["EXIT_DISK_FULL", "atomic_write", "atomic_write_bytes", "atomic_write_text", "is_disk_full", "read_json"]
+
+# The exit code of a run stopped by a full disk (or quota, or file-size limit): not "bad input" (2).
+EXIT_DISK_FULL = 3
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -33,6 +38,15 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True if ``exc`` (or what caused it) says the disk, the quota or the file-size limit is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _umask() -> int:

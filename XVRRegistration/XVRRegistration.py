@@ -198,9 +198,11 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)  # needed for parameter node observation
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._parameterNodeGuiTag = None  # the binding's tags (XVRCoreLib.panel_widgets.bind_parameter_node)
         self._job = None
         self._timer = None
+        self._outcome = ""  # the last job's outcome, shown until the next job starts
+        self._volumeFilter = None
         self.xraySection = None
         self.reviewSection = None
 
@@ -216,14 +218,23 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
 
         # Set scene in MRML widgets. The .ui connects the root widget's "mrmlSceneChanged(vtkMRMLScene*)"
-        # signal to each MRML widget's "setMRMLScene(vtkMRMLScene*)" slot.
-        self.ui.xrayVolumeSelector.addAttribute("vtkMRMLScalarVolumeNode", "XVR.Role", "xray")  # X-rays only
+        # signal to each MRML widget's "setMRMLScene(vtkMRMLScene*)" slot. The selectors offer what each
+        # parameter can take, by the XVR.Role the panels give their nodes: X-rays; an X-ray's pose or a new
+        # one (a new node gets the role too); the CT/MRA selector hides X-rays, DRRs, outlines, checkerboards.
+        from XVRCoreLib.panel_widgets import SourceVolumeFilter
+        from XVRCoreLib.poses import POSE_ROLE
+
+        self.ui.xrayVolumeSelector.addAttribute("vtkMRMLScalarVolumeNode", "XVR.Role", "xray")
+        self.ui.outputTransformSelector.addAttribute("vtkMRMLLinearTransformNode", "XVR.Role", POSE_ROLE)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._volumeFilter = SourceVolumeFilter(self.ui.inputVolumeSelector, slicer.mrmlScene)
 
         self.logic = XVRRegistrationLogic()
-        self.xraySection = XraySection(self.ui, self.logic, lambda: self._parameterNode, self._log)
+        self.xraySection = XraySection(self.ui, self.logic, lambda: self._parameterNode, self._log,
+                                       self._showStatus)
         self.reviewSection = ReviewSection(self.ui, self.logic, lambda: self._parameterNode, self._log,
                                            self.xraySection.show)
+        self.xraySection.beforeShow = self.reviewSection.stopComparisons
 
         # Connections
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -254,6 +265,8 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 section.cleanup()
         if self._job is not None and self._job.running:
             self._job.cancel()
+        if self._volumeFilter is not None:
+            self._volumeFilter.cleanup()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -263,13 +276,20 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def exit(self) -> None:
         """Called each time the user opens a different module."""
         # Do not react to parameter node changes (GUI will be updated when the user enters into the module)
+        from XVRCoreLib.panel_widgets import unbind_parameter_node
+
+        self.reviewSection.stopComparisons()  # no flicker left running in a view the panel no longer shows
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            unbind_parameter_node(self._parameterNode, self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
-        """Called just before the scene is closed."""
+        """Called just before the scene is closed: a running registration stops (its X-rays are going)."""
+        self.reviewSection.stopComparisons()
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+            self._log(_("The scene was closed: the registration was cancelled."))
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -278,40 +298,63 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def onSceneEndImport(self, caller, event) -> None:
-        """A loaded scene (.mrb): give its X-ray planes in the 3D view their image back."""
-        self.logic.xrays.restorePlaneTextures(slicer.mrmlScene)
+        """A loaded scene (.mrb): bring an older scene's nodes up to date (plain MRML, always), then give
+        its X-ray planes in the 3D view their image back.
+
+        The textures need the dependencies; before they are installed (a scene can be loaded before the
+        panel was ever used) nothing of them is imported.
+        """
+        self.logic.xrays.upgradeScene(slicer.mrmlScene)
+        if self._parameterNode:
+            self.xraySection.resetSelection()
+        if not self.logic.dependenciesAvailable():
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to restore the X-ray planes."), show=False):
+            self.logic.xrays.restorePlaneTextures(slicer.mrmlScene)
 
     def initializeParameterNode(self) -> None:
         """Ensure parameter node exists and observed."""
-        self.setParameterNode(self.logic.getParameterNode())
-        p = self._parameterNode
-        # Select default input nodes if nothing is selected yet to save a few clicks for the user
+        from XVRCoreLib.panel_widgets import default_source_volume, is_unset_path
+
+        p = self.logic.getParameterNode()
+        # Select default input nodes if nothing is selected yet to save a few clicks for the user: a CT or
+        # MRA the user loaded (no X-ray, DRR or label map).
         if not p.inputVolume:
-            for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
-                if not self.logic.xrays.isXray(node):
-                    p.inputVolume = node
-                    break
-        # The model trained in XVR Training, unless the user chose one.
-        if str(p.modelPath) in ("", ".") and not p.modelRepository:
+            p.inputVolume = default_source_volume(slicer.mrmlScene)
+        # The model trained in XVR Training, unless the user chose one: then it is where the pose starts.
+        if is_unset_path(p.modelPath) and not p.modelRepository:
             trained = self.logic.launcher.trainedModel(slicer.mrmlScene)
             if trained:
                 p.modelPath = pathlib.Path(trained)
+                p.initialization = XVRRegistrationInitialization.model
+        self.setParameterNode(p)
 
     def setParameterNode(self, inputParameterNode) -> None:
         """Set and observe parameter node.
 
         Observation is needed because the GUI must be updated immediately when the parameter node changes.
         """
+        from XVRCoreLib.panel_widgets import bind_parameter_node, unbind_parameter_node
+
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            unbind_parameter_node(self._parameterNode, self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             # Note: in the .ui file, a Qt dynamic property called "SlicerParameterName" is set on each
-            # ui element that needs connection.
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            # ui element that needs connection (path fields: bound so that an unset path shows empty).
+            self._parameterNodeGuiTag = bind_parameter_node(self._parameterNode, self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.xraySection.resetSelection()
             self._checkCanApply()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        """The one reaction to parameter changes (GUI edits included): the selection, then the buttons."""
+        if not self._parameterNode:
+            return
+        self.xraySection.selectionChanged()
+        self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         if not self._parameterNode:
@@ -336,11 +379,16 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.text = _("Register all") if p.registerAll else _("Register")
         self.ui.applyButton.enabled = not problems
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else _("Register in the background.")
-        self.ui.statusLabel.text = "\n".join(problems) if problems else _("Inputs are complete.")
+        # The last outcome stays on top until the next job starts; then what is missing, if anything.
+        lines = ([self._outcome] if self._outcome else []) + (problems or ([] if self._outcome else [_("Inputs are complete.")]))
+        self.ui.statusLabel.text = "\n".join(lines)
 
     def _log(self, *lines) -> None:
         for line in lines:
             self.ui.logTextEdit.appendPlainText(str(line))
+
+    def _showStatus(self, text: str) -> None:
+        self.ui.statusLabel.text = text
 
     # -- registration -----------------------------------------------------------------------------------------
 
@@ -356,15 +404,19 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._register(XVRRegistrationInitialization.current, onlyCurrent=True)
 
     def _register(self, initialization, onlyCurrent=False) -> None:
+        from XVRCoreLib.panel_widgets import remember_paths
+
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Failed to start the registration."), waitCursor=True):
-            self.logic.ensureDependencies()
+            self.logic.ensureDependencies(log=self._log, status=self._showStatus)
+            remember_paths(self.ui.outputDirectoryPathLineEdit, self.ui.modelPathLineEdit)
             xrays = [p.xrayVolume] if onlyCurrent or not p.registerAll else self.logic.xrays.xrayNodes(slicer.mrmlScene)
             self._job = self.logic.launcher.startRegistration(
                 xrays, p.inputVolume, p.inputSegmentation, initialization.value, p.outputDirectory,
                 modelPath=p.modelPath, modelRepository=p.modelRepository, xrayLandmarks=p.xrayLandmarks,
                 volumeLandmarks=p.volumeLandmarks, device=p.device.value)
             self.ui.logTextEdit.clear()
+            self._outcome = ""
             for command in self._job.commands:
                 self._log(" ".join(command))
             self.ui.progressBar.setVisible(True)
@@ -374,28 +426,45 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def onPoll(self) -> None:
-        if self._job is None:
+        if self._job is None or not self._job.running:  # a tick queued after the end reports nothing twice
             self._timer.stop()
             return
-        p = self._parameterNode
+        p = self._parameterNode  # None while the scene closes or the module is not set up for a scene
         update = self._job.poll()
         self._log(*update["log"])
         self.ui.progressBar.value = int(1000 * update["fraction"])
         if update["status"]:
             self.ui.statusLabel.text = update["status"]
+        applied = False
         for xrayNode, jsonPath in update["results"]:
+            if p is None or slicer.mrmlScene.GetNodeByID(xrayNode.GetID()) is not xrayNode:
+                self._log(_("{json}: its X-ray is no longer in the scene; the result is left in the folder.").format(
+                    json=jsonPath))
+                continue
             with slicer.util.tryWithErrorDisplay(_("Failed to load the result."), waitCursor=True):
                 self.logic.results.applyResult(xrayNode, jsonPath, p.inputVolume,
                                                p.inputSegmentation if p.showOutlines else None)
+                applied = True
                 if xrayNode is p.xrayVolume:
                     self.xraySection.show(xrayNode)
-        if update["results"]:
+        if applied:
             self.reviewSection.updateResultsTable()
         if update["finished"]:
             self._timer.stop()
             self.ui.progressBar.setVisible(False)
-            self._log(update["status"])
+            self._finish(update["status"] or "", bool(self._job.failures) or self._job.failed)
             self._checkCanApply()
+
+    def _finish(self, outcome: str, failed: bool) -> None:
+        """Keep the job's outcome visible in the panel and the log; a failure also gets a dialog."""
+        import logging
+
+        self._outcome = outcome
+        self._log(outcome)
+        if failed:
+            details = [f for f in self._job.failures if f]
+            logging.getLogger(__name__).error("XVR Registration: %s\n%s", outcome, "\n".join(details))
+            slicer.util.errorDisplay(outcome, detailedText="\n".join(details))
 
 
 #
@@ -448,23 +517,34 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
             problems.append(_("Select the X-ray image."))
         elif volume and xray.GetID() == volume.GetID():
             problems.append(_("The X-ray image and the CT/MRA volume must be different nodes."))
-        if parameterNode.initialization == XVRRegistrationInitialization.model:
-            if str(parameterNode.modelPath) in ("", ".") and not parameterNode.modelRepository.strip():
-                problems.append(_("Select the trained model file."))
-        if parameterNode.initialization == XVRRegistrationInitialization.landmarks:
-            if not parameterNode.xrayLandmarks or not parameterNode.volumeLandmarks:
-                problems.append(_("Select the landmarks on the X-ray and in the CT."))
+        init = parameterNode.initialization
+        if (init == XVRRegistrationInitialization.model and str(parameterNode.modelPath) in ("", ".")
+                and not parameterNode.modelRepository.strip()):
+            problems.append(_("Select the trained model file."))
+        if init == XVRRegistrationInitialization.landmarks and not (parameterNode.xrayLandmarks
+                                                                   and parameterNode.volumeLandmarks):
+            problems.append(_("Select the landmarks on the X-ray and in the CT."))
         if not parameterNode.outputTransform:
             problems.append(_("Select or create the output transform."))
         if str(parameterNode.outputDirectory) in ("", "."):
             problems.append(_("Select an output directory for the results."))
         return problems
 
-    def ensureDependencies(self) -> None:
-        """Install the Python packages this module needs, asking the user first. Call on first use only."""
+    def ensureDependencies(self, log=None, status=None) -> None:
+        """Install the Python packages this module needs, asking the user once. Call on first use only.
+
+        ``log(line)`` gets the installers' output and ``status(text)`` each step (the panel shows both).
+        """
         from XVRCoreLib import slicersupport
 
-        slicersupport.ensure_dependencies(self.resourcePath("requirements.txt"))
+        slicersupport.ensure_dependencies(self.resourcePath("requirements.txt"), log=log, status=status)
+
+    @staticmethod
+    def dependenciesAvailable() -> bool:
+        """Whether torch and the core's packages can be imported (checked without importing them)."""
+        from XVRCoreLib import slicersupport
+
+        return slicersupport.dependencies_available()
 
 
 #
@@ -484,7 +564,19 @@ class XVRRegistrationTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        """Run as few or as many tests as needed here."""
+        """Run as few or as many tests as needed here.
+
+        Skipped, not failed, before the dependencies are installed (as SlicerTotalSegmentator does): the
+        extension build machines and a first "Reload and Test" have no torch.
+        """
+        from XVRCoreLib import slicersupport
+
+        if not slicersupport.dependencies_available():
+            import logging
+
+            logging.getLogger(__name__).warning("%s tests skipped: install the dependencies first (use the module once).", type(self).__name__)
+            self.delayDisplay("Skipped: the Python dependencies are not installed yet")
+            return
         self.setUp()
         self.test_XVRRegistration1()
         self.setUp()

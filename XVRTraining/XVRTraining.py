@@ -203,6 +203,8 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._timer = None
+        self._outcome = ""  # the last job's outcome, shown until the next job starts
+        self._volumeFilter = None
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -218,6 +220,9 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Set scene in MRML widgets. The .ui connects the root widget's "mrmlSceneChanged(vtkMRMLScene*)"
         # signal to each MRML widget's "setMRMLScene(vtkMRMLScene*)" slot.
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        from XVRCoreLib.panel_widgets import SourceVolumeFilter
+
+        self._volumeFilter = SourceVolumeFilter(self.ui.inputVolumeSelector, slicer.mrmlScene)  # no X-ray, DRR…
 
         self.logic = XVRTrainingLogic()
 
@@ -244,6 +249,8 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.stop()
         if self._job is not None and self._job.running:
             self._job.cancel()  # the process saves a checkpoint and stops
+        if self._volumeFilter is not None:
+            self._volumeFilter.cleanup()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -253,8 +260,10 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def exit(self) -> None:
         """Called each time the user opens a different module."""
         # Do not react to parameter node changes (GUI will be updated when the user enters into the module)
+        from XVRCoreLib.panel_widgets import unbind_parameter_node
+
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            unbind_parameter_node(self._parameterNode, self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
@@ -269,27 +278,30 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         """Ensure parameter node exists and observed."""
-        self.setParameterNode(self.logic.getParameterNode())
+        from XVRCoreLib.panel_widgets import default_source_volume
 
-        # Select default input nodes if nothing is selected yet to save a few clicks for the user
-        if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode:
-                self._parameterNode.inputVolume = firstVolumeNode
+        p = self.logic.getParameterNode()
+        # Select default input nodes if nothing is selected yet to save a few clicks for the user: a CT or
+        # MRA the user loaded (no X-ray, DRR or label map).
+        if not p.inputVolume:
+            p.inputVolume = default_source_volume(slicer.mrmlScene)
+        self.setParameterNode(p)
 
     def setParameterNode(self, inputParameterNode) -> None:
         """Set and observe parameter node.
 
         Observation is needed because the GUI must be updated immediately when the parameter node changes.
         """
+        from XVRCoreLib.panel_widgets import bind_parameter_node, unbind_parameter_node
+
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            unbind_parameter_node(self._parameterNode, self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             # Note: in the .ui file, a Qt dynamic property called "SlicerParameterName" is set on each
-            # ui element that needs connection.
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # ui element that needs connection (path fields: bound so that an unset path shows empty).
+            self._parameterNodeGuiTag = bind_parameter_node(self._parameterNode, self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
@@ -309,7 +321,9 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else _("Train a network on the selected volume.")
         canResume = not problems and self.logic.canResume(self._parameterNode.outputDirectory)
         self.ui.resumeButton.enabled = canResume
-        self.ui.statusLabel.text = "\n".join(problems) if problems else _("Inputs are complete.")
+        # The last outcome stays on top until the next job starts; then what is missing, if anything.
+        lines = ([self._outcome] if self._outcome else []) + (problems or ([] if self._outcome else [_("Inputs are complete.")]))
+        self.ui.statusLabel.text = "\n".join(lines)
 
     def _appendLog(self, lines) -> None:
         for line in lines:
@@ -328,9 +342,13 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._start(resume=True)
 
     def _start(self, resume: bool) -> None:
+        from XVRCoreLib.panel_widgets import remember_paths
+
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
             # First use: install torch and the core's dependencies (asks the user first).
-            self.logic.ensureDependencies()
+            self.logic.ensureDependencies(log=lambda line: self._appendLog([line]),
+                                          status=lambda text: setattr(self.ui.statusLabel, "text", text))
+            remember_paths(self.ui.outputDirectoryPathLineEdit, self.ui.pretrainedModelPathLineEdit)
             p = self._parameterNode
             self._job = self.logic.launcher.startTraining(
                 p.inputVolume, p.inputSegmentation, p.outputDirectory, preset=p.preset.value,
@@ -340,6 +358,7 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 profile=p.profile.value, batchSize=p.batchSize, resume=resume,
             )
             self.ui.logTextEdit.clear()
+            self._outcome = ""
             self._appendLog([" ".join(self._job.command)])
             self.ui.progressBar.setVisible(True)
             self.ui.progressBar.setRange(0, 1000)
@@ -350,7 +369,7 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPoll(self) -> None:
         """Read what the training process wrote since the last call (QTimer; never blocks)."""
-        if self._job is None:
+        if self._job is None or not self._job.running:  # a tick queued after the end reports nothing twice
             self._timer.stop()
             return
         update = self._job.poll()
@@ -363,9 +382,23 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.stop()
             self.ui.progressBar.setVisible(False)
             if update["model"]:
-                self._parameterNode.trainedModel = pathlib.Path(update["model"])
-            self._appendLog([update["status"]])
+                # Recorded in the scene of the moment, even if the scene was closed while training ran.
+                p = self._parameterNode or self.logic.getParameterNode()
+                p.trainedModel = pathlib.Path(update["model"])
+            self._finish(update["status"] or "", update["returncode"])
             self._checkCanApply()
+
+    def _finish(self, outcome: str, returncode) -> None:
+        """Keep the outcome visible in the panel and the log; a failure also gets a dialog and the console."""
+        import logging
+
+        from xvrcore.io.events import EXIT_CANCELLED
+
+        self._outcome = outcome
+        self._appendLog([outcome])
+        if returncode not in (0, EXIT_CANCELLED):
+            logging.getLogger(__name__).error("XVR Training: %s\n%s", outcome, " ".join(self._job.command))
+            slicer.util.errorDisplay(outcome, detailedText=self.ui.logTextEdit.toPlainText()[-4000:])
 
 
 #
@@ -435,11 +468,14 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
         except (OSError, ValueError):
             return False
 
-    def ensureDependencies(self) -> None:
-        """Install the Python packages this module needs, asking the user first. Call on first use only."""
+    def ensureDependencies(self, log=None, status=None) -> None:
+        """Install the Python packages this module needs, asking the user once. Call on first use only.
+
+        ``log(line)`` gets the installers' output and ``status(text)`` each step (the panel shows both).
+        """
         from XVRCoreLib import slicersupport
 
-        slicersupport.ensure_dependencies(self.resourcePath("requirements.txt"))
+        slicersupport.ensure_dependencies(self.resourcePath("requirements.txt"), log=log, status=status)
 
 
 #
@@ -458,7 +494,19 @@ class XVRTrainingTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        """Run as few or as many tests as needed here."""
+        """Run as few or as many tests as needed here.
+
+        Skipped, not failed, before the dependencies are installed (as SlicerTotalSegmentator does): the
+        extension build machines and a first "Reload and Test" have no torch.
+        """
+        from XVRCoreLib import slicersupport
+
+        if not slicersupport.dependencies_available():
+            import logging
+
+            logging.getLogger(__name__).warning("%s tests skipped: install the dependencies first (use the module once).", type(self).__name__)
+            self.delayDisplay("Skipped: the Python dependencies are not installed yet")
+            return
         self.setUp()
         self.test_XVRTraining1()
         self.setUp()

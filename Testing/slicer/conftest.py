@@ -83,3 +83,44 @@ def synthetic_xrays(torso_path, tmp_path_factory):
         path = write_xray_dicom(folder / f"{name}.dcm", image, detector, pose, ct.center)
         out[name] = (Path(path), pose.numpy())
     return out
+
+
+# ---- the panels: their real widget classes on their real .ui files (slicer_gui) ------------------------------
+
+
+@pytest.fixture
+def slicer_app(scene, tmp_path, monkeypatch):
+    """``slicer.app``, ``slicer.mrmlScene``, ``qt`` and ``ctk`` for one test (see slicer_gui's docstring).
+
+    Dialogs are recorded in ``app.dialogs``; an exception raised in a slot fails the test (PythonQt would
+    print it in the Python console and leave the panel half-updated).
+    """
+    pytest.importorskip("PySide6")
+    import types
+
+    import slicer
+    import slicer.util
+    from PySide6 import QtCore, QtWidgets
+    from slicer_gui import SlicerApplication, install_qt_modules, slot_errors
+
+    install_qt_modules()
+    QtWidgets.QApplication.instance() or QtWidgets.QApplication(["xvr-panel-test"])
+    QtCore.QSettings.setDefaultFormat(QtCore.QSettings.IniFormat)
+    QtCore.QSettings.setPath(QtCore.QSettings.IniFormat, QtCore.QSettings.UserScope, str(tmp_path / "settings"))
+    QtCore.QCoreApplication.setOrganizationName("XVRPanelTest")
+    QtCore.QCoreApplication.setApplicationName("Slicer")
+    app = SlicerApplication(scene, tmp_path / "slicer-temp")
+    volume_rendering = slicer.vtkSlicerVolumeRenderingLogic()
+    volume_rendering.SetMRMLScene(scene)
+    volume_rendering.SetMRMLApplicationLogic(scene._xvr_keep[0])
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
+        volumerendering=types.SimpleNamespace(logic=lambda: volume_rendering)), raising=False)
+    for kind in ("errorDisplay", "warningDisplay", "infoDisplay", "confirmOkCancelDisplay"):
+        monkeypatch.setattr(slicer.util, kind, app.record(kind))
+    slot_errors.clear()
+    yield app
+    app.close()
+    errors, slot_errors[:] = list(slot_errors), []
+    assert not errors, "a slot raised:\n" + "\n".join(errors)

@@ -63,15 +63,40 @@ def _stub_application_modules() -> None:
             self.parent = parent
 
     class ScriptedLoadableModuleWidget:
+        """As Slicer's: the module name from the class name, the parent panel's layout, ``resourcePath``."""
+
         def __init__(self, parent=None):
+            self.moduleName = type(self).__name__.removesuffix("Widget")
             self.parent = parent
+            self.layout = parent.layout() if parent is not None else None
+
+        def resourcePath(self, filename):
+            return str(REPO / self.moduleName / "Resources" / filename)
+
+        def setup(self):
+            pass
+
+        def cleanup(self):
+            pass
 
     class ScriptedLoadableModuleLogic:
         def __init__(self, parent=None):
             self.moduleName = type(self).__name__.removesuffix("Logic")
+            self.isSingletonParameterNode = True
 
-        def getParameterNode(self):  # pragma: no cover - the real one needs slicer.mrmlScene
-            raise NotImplementedError("parameter nodes need the Slicer application")
+        def getParameterNode(self):
+            """As Slicer's: the module's singleton vtkMRMLScriptedModuleNode in ``slicer.mrmlScene``."""
+            scene = slicer.mrmlScene
+            node = scene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+            if node is None:
+                node = slicer.vtkMRMLScriptedModuleNode()
+                node.SetSingletonTag(self.moduleName)
+                node.SetName(scene.GenerateUniqueName(self.moduleName))
+                node.SetAttribute("ModuleName", self.moduleName)
+                node = scene.AddNode(node)
+            elif node.GetAttribute("ModuleName") != self.moduleName:
+                node.SetAttribute("ModuleName", self.moduleName)  # a scene close resets the node
+            return node
 
     class ScriptedLoadableModuleTest(unittest.TestCase):
         def delayDisplay(self, message, msec=0):
@@ -85,14 +110,10 @@ def _stub_application_modules() -> None:
     i18n.tr = lambda text: text
     i18n.translate = lambda context, text: text
 
+    import parameter_wrapper_emulation
+
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls  # the fields stay plain class attributes (defaults)
-
-    class WithinRange:
-        def __init__(self, low, high):
-            self.low, self.high = low, high
-
-    wrapper.WithinRange = WithinRange
+    parameter_wrapper_emulation.install(wrapper)  # our emulation of Slicer's wrapper (see its docstring)
     for name, module in (("ScriptedLoadableModule", base), ("i18n", i18n), ("parameterNodeWrapper", wrapper)):
         sys.modules[f"slicer.{name}"] = module
         setattr(slicer, name, module)
@@ -128,3 +149,54 @@ def true_pose(center, primary=20.0, secondary=-8.0, roll=2.0, offset=(4.0, -3.0)
     pose[:3, :3] = axis_angle_to_matrix(nominal[:3, 2] * np.deg2rad(roll)) @ nominal[:3, :3]
     pose[:3, 3] = nominal[:3, 3] + nominal[:3, :3] @ torch.tensor([*offset, 0.0], dtype=torch.float64)
     return pose
+
+
+# ---- the dependency installation ---------------------------------------------------------------------------
+
+
+class InstallerStandIns:
+    """Stand-ins recording what the installation calls: PyTorchUtils (the PyTorch extension), ``slicer.packaging``
+    (Slicer >= 5.11; None: Slicer 5.10, where importing it fails) and ``slicer.util.pip_install``/``restart``."""
+
+    def __init__(self, monkeypatch, packaging: bool, torch_installed: bool = False, while_downloading=None):
+        import sys
+        import types
+
+        import slicer
+        import slicer.util
+
+        self.calls: list[tuple] = []
+        self.torch_installed = torch_installed
+        stand_in = self
+
+        class PyTorchUtilsLogic:
+            def torchInstalled(self):
+                return stand_in.torch_installed
+
+            def installTorch(self, askConfirmation=True, torchVersionRequirement=None, **kwargs):
+                stand_in.calls.append(("installTorch", askConfirmation, torchVersionRequirement))
+                # light-the-torch's output as slicer.util.logProcessOutput prints it, line by line
+                print("Collecting torch>=2.2", flush=True)
+                print("  Downloading torch-2.5.1-cp312-cp312-manylinux1_x86_64.whl (2.3 GB)\n  42% |####", end="")
+                print(" |", flush=True)
+                if while_downloading is not None:
+                    while_downloading()  # what the user sees while the download runs
+                stand_in.torch_installed = True
+                return types.ModuleType("torch")
+
+        torch_utils = types.ModuleType("PyTorchUtils")
+        torch_utils.PyTorchUtilsLogic = PyTorchUtilsLogic
+        monkeypatch.setitem(sys.modules, "PyTorchUtils", torch_utils)
+        if packaging:
+            module = types.ModuleType("slicer.packaging")
+            module.pip_ensure = lambda requirements, **kwargs: self.calls.append(("pip_ensure", list(requirements), kwargs))
+            monkeypatch.setitem(sys.modules, "slicer.packaging", module)
+        else:
+            monkeypatch.setitem(sys.modules, "slicer.packaging", None)  # import slicer.packaging fails
+            monkeypatch.delattr(slicer, "packaging", raising=False)
+        monkeypatch.setattr(slicer.util, "pip_install", lambda requirements, **kw: self.calls.append(("pip_install", list(requirements))),
+                            raising=False)
+        monkeypatch.setattr(slicer.util, "restart", lambda: self.calls.append(("restart",)), raising=False)
+
+    def names(self) -> list[str]:
+        return [call[0] for call in self.calls]

@@ -51,7 +51,7 @@ def segmentation_node(scene, torso_crop, ct_node):
 
     data = np.zeros(full.data.shape, np.int16)
     crop = np.where(np.isin(labels.data, [5, 52, 31]), labels.data, 0)
-    k0 = int(round(full.ras_to_ijk(labels.origin)[2]))
+    k0 = round(full.ras_to_ijk(labels.origin)[2])
     data[k0 : k0 + crop.shape[0]] = crop
     return volumes.segmentation_from_labelmap(scene, volume_from_array(data, full.affine, kind="labels"),
                                            {5: "liver", 52: "aorta", 31: "vertebra"}, name="Structures")
@@ -290,7 +290,8 @@ def test_the_panels_start_methods_are_the_cores(registration_module):
 
     panel = {member.value for member in registration_module.XVRRegistrationInitialization}
     # "current" hands the X-ray's current pose to the core as a pose file: its "pose" start.
-    assert {"pose" if value == "current" else value for value in panel} == set(INIT_METHODS)
+    # "carm" (six C-arm numbers, xvr's register fixed) is a command-line start; the panel has no widget for it.
+    assert {"pose" if value == "current" else value for value in panel} == set(INIT_METHODS) - {"carm"}
     assert {member.value for member in registration_module.XVRRegistrationDevice} == set(DEVICES)
 
 

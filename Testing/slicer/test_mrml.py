@@ -300,3 +300,41 @@ def test_attenuation_volume_from_a_node_renders(scene, torso_crop):
         image = render(volume, true_pose(ct.center, 0.0, 0.0).float(), k)
     assert image.shape == (1, 1, 32, 32) and float(image.max()) > 0
     assert volume_from_array(ct.data, ct.affine).same_grid(volumes.volume_from_node(node))
+
+
+def test_an_xray_node_written_as_dicom_reads_back_with_its_geometry_mask_and_angles(scene, tmp_path):
+    """What a scene's X-ray node holds is what xvrcore's reader gets from the DICOM written from it (the
+    registration of a scene whose DICOM moved): intrinsics with the principal point off centre, any
+    exposure mask, the header's angles and distance, the pixels up to the reader's offset."""
+    from xvrcore.xray import read_xray
+    from XVRCoreLib.scene import set_attributes
+    from XVRCoreLib.xray_dicom import write_xray_node_dicom
+
+    detector = Detector(1100.0, 50, 70, 0.6, 0.5, principal_offset=(3.0, -2.4))
+    k = detector.intrinsics()
+    rows, cols = np.mgrid[:50, :70]
+    mask = (rows - 24.0) ** 2 + (cols - 36.0) ** 2 < 22.0**2  # a round field with a blade and a shadow:
+    mask[:, :6] = False  # no shutter tag can say it
+    mask[20:32, 30:42] = False
+    image = (np.random.default_rng(1).random((50, 70)) * 3.0 + rows / 25.0).astype(np.float32)
+    node = xray_plane.xray_volume_node(scene, image, np.eye(4), k, detector.sdd, name="IM 1",
+                                       attributes={"Role": "xray", "Modality": "XA"})
+    xray_plane.set_xray_mask(node, mask)
+    set_attributes(node, {"Positioner": {"primary_angle": -31.5, "secondary_angle": 12.25, "sod": 742.0,
+                                         "patient_position": "HFS"}})
+    np.testing.assert_array_equal(xray_plane.xray_mask(node), mask)
+    assert xray_plane.xray_detector(node).intrinsics() == pytest.approx(k)
+
+    back = read_xray(write_xray_node_dicom(node, tmp_path / "IM 1.dcm"))
+    for name in ("fx", "fy", "cx", "cy"):
+        assert getattr(back.intrinsics, name) == pytest.approx(getattr(k, name), rel=1e-9), name
+    assert (back.intrinsics.width, back.intrinsics.height) == (70, 50)
+    assert back.detector.sdd == pytest.approx(1100.0)
+    np.testing.assert_array_equal(back.mask, mask)
+    assert (back.primary_angle, back.secondary_angle, back.sod) == pytest.approx((-31.5, 12.25, 742.0))
+    assert back.patient_position == "HFS"
+    offset = back.pixels[mask] - image[mask]
+    assert np.ptp(offset) < 1e-3 * np.ptp(image[mask])  # one offset, 16-bit steps
+
+    set_attributes(node, {"Positioner": None})  # a header without angles stays without
+    assert read_xray(write_xray_node_dicom(node, tmp_path / "no angles.dcm")).primary_angle is None

@@ -87,7 +87,7 @@ def rendered(registration_module, torso_path, torso_crop, tmp_path_factory):
 
     ct_node = volumes.load_volume_node(scene, torso_path, name="CT")
     data = np.zeros(ct.data.shape, np.int16)  # the crop's labels on the full CT's grid
-    k0 = int(round(ct.ras_to_ijk(labels.origin)[2]))
+    k0 = round(ct.ras_to_ijk(labels.origin)[2])
     data[k0 : k0 + labels.data.shape[0]] = np.where(np.isin(labels.data, list(STRUCTURES)), labels.data, 0)
     colors = {5: (221, 130, 101), 52: (224, 97, 76), 31: (216, 186, 128), 32: (255, 215, 140), 33: (230, 180, 110)}
     segmentation = volumes.segmentation_from_labelmap(scene, volume_from_array(data, ct.affine, kind="labels"),
@@ -241,3 +241,46 @@ def test_threed_view_shows_the_ct_by_volume_rendering(rendered):
     finally:
         display.SetVisibility(False)
         r["scene"].RemoveNode(segmentation)
+
+
+def _plane_on_screen(r, shot: np.ndarray, step: int = 4):
+    """The rendered 3D view sampled where X-ray pixels lie (every ``step``-th, away from the edges):
+    (grey seen, the X-ray as displayed (dense dark), exposed)."""
+    renderer = r["threed"].renderer()
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    r["xray"].GetIJKToRASMatrix(m)
+    ijk_to_ras = np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+    xray = r["logic"].xrays.xray(r["xray"])
+    height = shot.shape[0]
+    v, u = np.mgrid[6 : xray.pixels.shape[0] - 6 : step, 6 : xray.pixels.shape[1] - 6 : step]
+    seen = []
+    for uu, vv in zip(u.ravel(), v.ravel()):
+        renderer.SetWorldPoint(*(ijk_to_ras @ [uu, vv, 0.0, 1.0])[:3], 1.0)
+        renderer.WorldToDisplay()
+        x, y, _ = renderer.GetDisplayPoint()
+        seen.append(shot[height - 1 - round(y), round(x)])
+    return np.array(seen, dtype=np.float64), -xray.pixels[v, u].ravel(), xray.mask[v, u].ravel()
+
+
+def test_threed_view_detector_plane_shows_the_xray_with_its_contrast(rendered):
+    """The textured detector plane in 3D is the X-ray as the slice view shows it (not a washed-out white):
+    seen from behind the detector, the plane's grey follows the X-ray's pixels and spans the grey range."""
+    r = rendered
+    view, pose = r["threed"], r["pose"]
+    camera = view.renderer().GetActiveCamera()
+    detector_centre = pose[:3, 3] + r["detector"].sdd * pose[:3, 2]
+    camera.SetFocalPoint(*detector_centre)
+    camera.SetPosition(*(detector_centre + 900.0 * pose[:3, 2]))  # behind the detector: nothing in front of it
+    camera.SetViewUp(*(-pose[:3, 1]))
+    camera.SetViewAngle(30)
+    view.renderer().ResetCameraClippingRange()
+    shot = _grab(view, r["out"] / "detector_plane.png").astype(np.float64).mean(-1)
+    seen, displayed, exposed = _plane_on_screen(r, shot)
+    assert exposed.sum() > 300
+    correlation = np.corrcoef(seen[exposed], displayed[exposed])[0, 1]
+    low, median, high = np.percentile(seen[exposed], [5, 50, 95])
+    assert correlation > 0.95, correlation
+    assert high - low > 120, (low, median, high)  # the X-ray's contrast, not a few grey levels near white
+    assert 60 < median < 200, (low, median, high)

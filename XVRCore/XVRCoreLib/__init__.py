@@ -5,6 +5,7 @@ One module per kind of thing the panels handle in the MRML scene:
 * :mod:`~XVRCoreLib.volumes` — volume nodes ↔ :class:`xvrcore.volume.Volume`, world matrices,
   segmentations ↔ label maps, label-name tables;
 * :mod:`~XVRCoreLib.xray_plane` — the X-ray on its detector plane, the textured plane model, the beam;
+* :mod:`~XVRCoreLib.xray_dicom` — an X-ray node written back as a DICOM (a scene registers without its files);
 * :mod:`~XVRCoreLib.poses` — pose transform nodes, transform files;
 * :mod:`~XVRCoreLib.views` — slice-view alignment and layers, outline images, colour tables;
 * :mod:`~XVRCoreLib.markups` — landmarks from markups;

@@ -19,7 +19,10 @@ import numpy as np
 from .scene import ATTRIBUTE_PREFIX, add_node, read_node
 from .vtkdata import array_from_vtk_matrix, vtk_matrix
 
-__all__ = ["load_transform_node", "pose_from_transform_node", "pose_transform_node", "save_transform_node", "set_pose"]
+__all__ = ["POSE_ROLE", "load_transform_node", "pose_from_transform_node", "pose_transform_node", "save_transform_node", "set_pose"]
+
+#: ``XVR.Role`` of a C-arm pose transform node (the pose selector lists only these).
+POSE_ROLE = "pose"
 
 
 def _check_rigid(pose: np.ndarray, what: str) -> np.ndarray:
@@ -51,8 +54,9 @@ def pose_from_transform_node(transform_node, world: bool = True) -> np.ndarray:
 
 def pose_transform_node(scene, camera_to_world, name: str = "C-arm pose", node=None):
     """A linear transform node (new unless ``node`` is given) holding the pose."""
-    node = node or add_node(scene, "vtkMRMLLinearTransformNode", name)
+    node = node or add_node(scene, "vtkMRMLLinearTransformNode", name, {"Role": POSE_ROLE})
     set_pose(node, camera_to_world)
+    node.SetAttribute(ATTRIBUTE_PREFIX + "Role", POSE_ROLE)
     node.SetAttribute(ATTRIBUTE_PREFIX + "Direction", "TransformToParent = camera to world (RAS, mm)")
     return node
 

@@ -37,12 +37,20 @@ REFERENCE_ROLES = {
 }
 
 
-def add_node(scene, class_name: str, name: str | None):
-    """A new node of ``class_name`` in ``scene`` (an error that names the class if the scene cannot make one)."""
-    node = scene.AddNewNodeByClass(class_name, name or "")
+def add_node(scene, class_name: str, name: str | None, attributes: Mapping[str, object] | None = None):
+    """A new node of ``class_name`` in ``scene`` (an error that names the class if the scene cannot make one).
+
+    ``attributes`` (``XVR.<key>``, as :func:`set_attributes` writes them) are set before the node enters the
+    scene, so that node selectors filtering on them (``XVR.Role``) see the node as what it is when it appears.
+    """
+    node = scene.CreateNodeByClass(class_name)
     if node is None:
         raise RuntimeError(f"the scene cannot create a {class_name} (is its module logic registered?)")
-    return node
+    node.UnRegister(None)  # CreateNodeByClass hands over a reference; the scene keeps its own
+    if name:
+        node.SetName(name)
+    set_attributes(node, attributes or {})
+    return scene.AddNode(node)
 
 
 def remove_node(scene, node) -> None:

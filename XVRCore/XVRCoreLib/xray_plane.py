@@ -13,8 +13,9 @@ mirrored image), so the IJK axes are always a proper rotation and a slice view a
 first row at the top, columns left to right.
 
 The frustum and the plane model are drawn in camera coordinates and put *under* the pose transform
-node (:mod:`XVRCoreLib.poses`). The intrinsics and the source–detector distance are kept as ``XVR.*``
-attributes of the image node, so the geometry survives a scene reload.
+node (:mod:`XVRCoreLib.poses`). The intrinsics, the source–detector distance and the exposure mask are
+kept as ``XVR.*`` attributes of the image node, and its pixels are the volume's own: a saved scene needs
+no DICOM file to show, overlay or register the X-ray (:mod:`XVRCoreLib.xray_dicom`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,19 @@ if TYPE_CHECKING:
     from xvrcore.geometry.camera import Intrinsics
 
 __all__ = [
+    "MASK_ENCODING",
+    "decode_mask",
     "detector_ijk_to_ras",
+    "display_window",
+    "encode_mask",
     "frustum_model_node",
     "frustum_polydata",
     "set_detector_pose",
+    "set_xray_mask",
     "xray_depth",
+    "xray_detector",
     "xray_intrinsics",
+    "xray_mask",
     "xray_plane_model_node",
     "xray_volume_node",
 ]
@@ -78,6 +86,58 @@ def xray_depth(node) -> float:
     return float(value)
 
 
+def xray_detector(node):
+    """The :class:`xvrcore.geometry.camera.Detector` whose intrinsics the node holds (spacings, SDD, offset)."""
+    from xvrcore.geometry.camera import Detector
+
+    k, depth = xray_intrinsics(node), xray_depth(node)
+    col_spacing, row_spacing = depth / abs(k.fx), depth / k.fy
+    offset = ((k.cx - (k.width - 1) / 2) * col_spacing, (k.cy - (k.height - 1) / 2) * row_spacing)
+    return Detector(depth, k.height, k.width, row_spacing, col_spacing, offset, mirrored=k.fx < 0)
+
+
+#: How the exposure mask is kept in the ``XVR.Mask`` attribute: one bit per pixel, deflated, base64.
+MASK_ENCODING = "packbits-zlib-base64"
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """The ``XVR.Mask`` text of an ``(H, W)`` boolean mask (a few hundred bytes for a shutter's shape)."""
+    import base64
+    import zlib
+
+    packed = np.packbits(np.asarray(mask, dtype=bool).ravel())
+    return MASK_ENCODING + ":" + base64.b64encode(zlib.compress(packed.tobytes(), 9)).decode("ascii")
+
+
+def decode_mask(text: str, shape: tuple[int, int]) -> np.ndarray:
+    """The boolean mask of :func:`encode_mask`'s text, ``shape`` = (H, W)."""
+    import base64
+    import zlib
+
+    encoding, _, payload = text.partition(":")
+    if encoding != MASK_ENCODING:
+        raise ValueError(f"unknown exposure mask encoding {encoding!r}")
+    bits = np.unpackbits(np.frombuffer(zlib.decompress(base64.b64decode(payload)), dtype=np.uint8))
+    count = shape[0] * shape[1]
+    if bits.size < count:
+        raise ValueError(f"the exposure mask holds {bits.size} pixels, the image {count}")
+    return bits[:count].reshape(shape).astype(bool)
+
+
+def set_xray_mask(node, mask: np.ndarray | None) -> None:
+    """Keep the exposure mask (True = exposed) on an X-ray node; None: every pixel exposed."""
+    node.SetAttribute(ATTRIBUTE_PREFIX + "Mask", encode_mask(mask) if mask is not None else "")
+
+
+def xray_mask(node) -> np.ndarray:
+    """The exposure mask kept on an X-ray node (every pixel exposed if none was kept)."""
+    k = xray_intrinsics(node)
+    text = node.GetAttribute(ATTRIBUTE_PREFIX + "Mask")
+    if not text:
+        return np.ones((k.height, k.width), dtype=bool)
+    return decode_mask(text, (k.height, k.width))
+
+
 def set_detector_pose(node, camera_to_world, intrinsics: Intrinsics | None = None, depth: float | None = None) -> None:
     """Move an image node onto the detector plane of ``camera_to_world``."""
     intrinsics = intrinsics or xray_intrinsics(node)
@@ -85,13 +145,28 @@ def set_detector_pose(node, camera_to_world, intrinsics: Intrinsics | None = Non
     node.SetIJKToRASMatrix(vtk_matrix(detector_ijk_to_ras(camera_to_world, intrinsics, depth)))
 
 
+def _window_of(image: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]:
+    """The 1st–99th percentile of the pixels inside ``mask`` (or all): the collimator blades, far denser
+    than any anatomy, would otherwise take most of the grey range."""
+    values = image[mask] if mask is not None and np.any(mask) else image.ravel()
+    low, high = (float(v) for v in np.percentile(values, [1.0, 99.0]))
+    return low, (high if high > low else low + 1.0)
+
+
+def display_window(node) -> tuple[float, float] | None:
+    """The (low, high) display range of a volume node (its window/level), None without a display node."""
+    display = node.GetDisplayNode()
+    if display is None:
+        return None
+    return float(display.GetWindowLevelMin()), float(display.GetWindowLevelMax())
+
+
 def _set_window(node, image: np.ndarray, window: tuple[float, float] | None, mask: np.ndarray | None) -> None:
     """Display range ``window``, or the 1st–99th percentile of the pixels inside ``mask`` (or all)."""
     display = node.GetDisplayNode()
     if display is None or not image.size:
         return
-    values = image[mask] if mask is not None and np.any(mask) else image.ravel()
-    low, high = window if window is not None else np.percentile(values, [1.0, 99.0])
+    low, high = window if window is not None else _window_of(image, mask)
     if high <= low:
         high = low + 1.0
     display.AutoWindowLevelOff()
@@ -110,7 +185,7 @@ def xray_volume_node(scene, image: np.ndarray, camera_to_world, intrinsics: Intr
     image = np.asarray(image)
     if image.ndim != 2 or image.shape != (intrinsics.height, intrinsics.width):
         raise ValueError(f"image of shape {image.shape} does not match the {intrinsics.width}×{intrinsics.height} intrinsics")
-    node = node or add_node(scene, class_name, name)
+    node = node or add_node(scene, class_name, name, attributes)
     node.SetAndObserveImageData(image_data(image[None]))
     set_attributes(node, {"Intrinsics": [intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy,
                                          intrinsics.width, intrinsics.height], "SDD": float(depth)})
@@ -196,16 +271,18 @@ def _plane_polydata(intrinsics: Intrinsics, depth: float):
 
 def xray_plane_model_node(scene, image: np.ndarray, intrinsics: Intrinsics, depth: float, transform_node=None,
                           window: tuple[float, float] | None = None, name: str = "X-ray plane", node=None,
-                          invert: bool = False):
+                          invert: bool = False, mask: np.ndarray | None = None):
     """The X-ray as a textured rectangle on the detector plane (camera coordinates; under the pose node).
 
     Shows the image in 3D views whatever the slice views show (the technique of SlicerRT's
-    PlanarImage). Texture row 0 is the image's first row, at the corner of pixel (0, 0).
+    PlanarImage). Texture row 0 is the image's first row, at the corner of pixel (0, 0). The grey
+    range is ``window`` (low, high: pass the X-ray volume's :func:`display_window`, so that 2D and 3D
+    look alike), else the 1st–99th percentile inside the exposure ``mask``.
     """
     import vtk
 
     image = np.asarray(image, dtype=np.float64)
-    window = window or tuple(np.percentile(image, [1.0, 99.0]))
+    window = window or _window_of(image, mask)
     grey = _display_uint8(image, window)
     if invert:
         grey = 255 - grey

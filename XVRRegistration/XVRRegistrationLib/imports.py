@@ -2,7 +2,6 @@
 their detector plane, with the beam and the textured plane in 3D.
 """
 
-import json
 import pathlib
 
 import slicer
@@ -57,19 +56,28 @@ def dicomDatabaseXraySeries(database=None) -> list:
     return rows
 
 
+def _selfContained(xray) -> dict:
+    """What the X-ray node keeps of the file, so that the scene needs it no more: the exposure mask and the
+    header's C-arm angles and distances (the pixels are the volume's, the intrinsics the node's geometry).
+    """
+    from XVRCoreLib.xray_plane import encode_mask
+
+    return {"Mask": encode_mask(xray.mask), "Positioner": {
+        "primary_angle": xray.primary_angle, "secondary_angle": xray.secondary_angle, "sod": xray.sod,
+        "patient_position": xray.patient_position}}
+
+
 class XrayImporter:
-    """Reads X-ray DICOMs into X-ray nodes and keeps the images read (``xray``), so that overlays need no
-    second read. Never touches widgets.
+    """Reads X-ray DICOMs into X-ray nodes that hold all of it (pixels, geometry, mask, C-arm angles), so
+    that the overlays and the registration of a saved scene need no DICOM file. Never touches widgets.
     """
 
     isXray = staticmethod(nodes.isXray)
+    upgradeScene = staticmethod(nodes.upgradeScene)
     xrayNodes = staticmethod(nodes.xrayNodes)
     warnings = staticmethod(nodes.warnings)
     dicomDatabaseXraySeries = staticmethod(dicomDatabaseXraySeries)
     geometryOverrides = staticmethod(geometryOverrides)
-
-    def __init__(self) -> None:
-        self._cache = {}  # X-ray node ID -> XrayImage
 
     @staticmethod
     def readXray(path, frame=None, maskFrame=None, overrides=None):
@@ -100,7 +108,12 @@ class XrayImporter:
         """
         from XVRCoreLib.poses import pose_transform_node
         from XVRCoreLib.scene import REFERENCE_ROLES
-        from XVRCoreLib.xray_plane import frustum_model_node, xray_plane_model_node, xray_volume_node
+        from XVRCoreLib.xray_plane import (
+            display_window,
+            frustum_model_node,
+            xray_plane_model_node,
+            xray_volume_node,
+        )
 
         path = pathlib.Path(path)
         xray = self.readXray(path, frame, maskFrame, overrides)
@@ -110,16 +123,16 @@ class XrayImporter:
         node = xray_volume_node(scene, xray.pixels, pose, intrinsics, depth, name=name, mask=xray.mask, attributes={
             "Role": "xray", "Source": str(path.resolve()), "Frame": str(frame if frame is not None else ""),
             "MaskFrame": int(maskFrame if maskFrame is not None else -1), "Overrides": overrides or {},
-            "Modality": xray.modality, "Warnings": list(xray.warnings), "FrameInfo": xray.frame_info})
+            "Modality": xray.modality, "Warnings": list(xray.warnings), "FrameInfo": xray.frame_info,
+            **_selfContained(xray)})
         nodes.setColormap(node, xray.modality)
         poseNode = pose_transform_node(scene, pose, name=f"{name} pose")
         frustum = frustum_model_node(scene, intrinsics, depth, poseNode, name=f"{name} beam")
         plane = xray_plane_model_node(scene, xray.pixels, intrinsics, depth, poseNode, name=f"{name} plane",
-                                      invert=nodes.displayInverted(xray.modality))
+                                      window=display_window(node), invert=nodes.displayInverted(xray.modality))
         node.SetNodeReferenceID(REFERENCE_ROLES["pose"], poseNode.GetID())
         node.SetNodeReferenceID(REFERENCE_ROLES["frustum"], frustum.GetID())
         node.SetNodeReferenceID(REFERENCE_ROLES["plane"], plane.GetID())
-        self._cache[node.GetID()] = xray
         return node
 
     def importXrays(self, paths, scene, volumeNode=None, **kwargs):
@@ -133,24 +146,31 @@ class XrayImporter:
         return imported, errors
 
     def reloadXray(self, xrayNode, frame="max", maskFrame=-1, overrides=None):
-        """Read the X-ray again with another frame choice or other geometry overrides (same pose)."""
+        """Read the X-ray again with another frame choice or other geometry overrides (same pose).
+
+        The one thing that needs the X-ray's DICOM file (``XVR.Source``) after the import.
+        """
         from XVRCoreLib.scene import REFERENCE_ROLES
-        from XVRCoreLib.xray_plane import frustum_model_node, xray_plane_model_node, xray_volume_node
+        from XVRCoreLib.xray_plane import (
+            display_window,
+            frustum_model_node,
+            xray_plane_model_node,
+            xray_volume_node,
+        )
 
         xray = self.readXray(xrayNode.GetAttribute("XVR.Source"), frame, maskFrame, overrides)
         scene = xrayNode.GetScene()
         xray_volume_node(scene, xray.pixels, nodes.pose(xrayNode), xray.intrinsics, xray.detector.sdd, node=xrayNode,
                          mask=xray.mask, attributes={"Frame": str(frame), "MaskFrame": int(maskFrame),
                                                      "Overrides": overrides or {}, "Warnings": list(xray.warnings),
-                                                     "FrameInfo": xray.frame_info})
-        self._cache[xrayNode.GetID()] = xray
+                                                     "FrameInfo": xray.frame_info, **_selfContained(xray)})
         frustum = xrayNode.GetNodeReference(REFERENCE_ROLES["frustum"])
         if frustum is not None:
             frustum_model_node(scene, xray.intrinsics, xray.detector.sdd, node=frustum)
         plane = xrayNode.GetNodeReference(REFERENCE_ROLES["plane"])
         if plane is not None:
             xray_plane_model_node(scene, xray.pixels, xray.intrinsics, xray.detector.sdd, node=plane,
-                                  invert=nodes.displayInverted(xray.modality))
+                                  window=display_window(xrayNode), invert=nodes.displayInverted(xray.modality))
         return xrayNode
 
     def restorePlaneTextures(self, scene) -> int:
@@ -160,7 +180,7 @@ class XrayImporter:
         volume itself is saved, so its pixels (no DICOM file needed) give the texture back.
         """
         from XVRCoreLib.scene import REFERENCE_ROLES
-        from XVRCoreLib.xray_plane import xray_depth, xray_intrinsics, xray_plane_model_node
+        from XVRCoreLib.xray_plane import display_window, xray_depth, xray_intrinsics, xray_plane_model_node
 
         restored = 0
         for node in self.xrayNodes(scene):
@@ -170,17 +190,11 @@ class XrayImporter:
                 continue
             image = slicer.util.arrayFromVolume(node)[0]
             xray_plane_model_node(scene, image, xray_intrinsics(node), xray_depth(node), node=plane,
-                                  invert=nodes.displayInverted(node.GetAttribute("XVR.Modality")))
+                                  window=display_window(node), invert=nodes.displayInverted(node.GetAttribute("XVR.Modality")))
             restored += 1
         return restored
 
-    def xray(self, xrayNode):
-        """The XrayImage behind an X-ray node (re-read from its DICOM file after a scene reload)."""
-        cached = self._cache.get(xrayNode.GetID())
-        if cached is not None and cached.source == xrayNode.GetAttribute("XVR.Source"):
-            return cached
-        xray = self.readXray(xrayNode.GetAttribute("XVR.Source"), xrayNode.GetAttribute("XVR.Frame"),
-                             int(xrayNode.GetAttribute("XVR.MaskFrame") or -1),
-                             json.loads(xrayNode.GetAttribute("XVR.Overrides") or "{}"))
-        self._cache[xrayNode.GetID()] = xray
-        return xray
+    @staticmethod
+    def xray(xrayNode):
+        """The X-ray as its node holds it (pixels, mask, intrinsics, detector, modality): no file is read."""
+        return nodes.xrayFromNode(xrayNode)

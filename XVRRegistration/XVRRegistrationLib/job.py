@@ -17,13 +17,16 @@ class RegistrationJob:
     choice and geometry overrides), with their events; cancel stops the running one and the rest.
 
     ``poll()`` returns, among others, ``results``: ``(xrayNode, resultJson)`` pairs finished since the last
-    call. Never touches widgets.
+    call. ``inputs[i]`` maps the output name of each X-ray of command ``i`` (unique in that command, as
+    ``xvrcore.registration.inputs.name_inputs`` gives it; events carry it as ``stem``) to ``(node, SOP
+    Instance UID)``: a result goes to its X-ray by that name and only if the event's SOP Instance UID is
+    the node's, never by file name (two ``IM000001`` of different series are usual). Never touches widgets.
     """
 
-    def __init__(self, commands, jobDirectory, nodesByFile, env=None):
+    def __init__(self, commands, jobDirectory, inputs, env=None):
         self.commands = [[str(c) for c in command] for command in commands]
         self.jobDirectory = pathlib.Path(jobDirectory)
-        self.nodesByFile = dict(nodesByFile)
+        self.inputs = [dict(byName) for byName in inputs]
         self.env = env
         self.runner = None
         self.index = -1
@@ -39,19 +42,34 @@ class RegistrationJob:
         return self
 
     def _next(self) -> None:
-        from xvrcore.app.jobs import JobRunner
+        from XVRCoreLib.processes import SlicerJobRunner  # no console window; stops the whole process tree
 
         self.index += 1
         if self.index >= len(self.commands) or self.cancelRequested:
             self.runner = None
             self.finished = True
             return
-        self.runner = JobRunner(self.commands[self.index], self.jobDirectory, env=self.env)
+        self.runner = SlicerJobRunner(self.commands[self.index], self.jobDirectory, env=self.env)
         self.runner.start()
 
     @property
     def running(self) -> bool:
         return not self.finished
+
+    @property
+    def failed(self) -> bool:
+        """Whether a process ended with an error (a cancel is no failure)."""
+        from xvrcore.io.events import EXIT_CANCELLED
+
+        return any(code not in (0, EXIT_CANCELLED) for code in self.returncodes)
+
+    def nodeOf(self, event):
+        """The X-ray node an event is about (its output name in the running command, same SOP Instance UID)."""
+        byName = self.inputs[self.index] if 0 <= self.index < len(self.inputs) else {}
+        node, uid = byName.get(event.get("stem"), (None, None))
+        if node is None or (event.get("sop_instance_uid") or None) != (uid or None):
+            return None
+        return node
 
     def cancel(self) -> None:
         self.cancelRequested = True
@@ -93,8 +111,11 @@ class RegistrationJob:
                 status = _("{status} (retry {retry})").format(status=status, retry=event["attempt"] - 1)
             return status
         if kind in ("input_done", "input_skipped"):
-            node = self.nodesByFile.get(event.get("input"))
-            if node is not None and event.get("json"):
+            node = self.nodeOf(event)
+            if node is None:
+                log.append(_("{input}: a result for no X-ray of this registration; left in the folder.").format(
+                    input=event.get("input")))
+            elif event.get("json"):
                 results.append((node, event["json"]))
                 self.done.append(node)
             return _("{input}: registered").format(input=event.get("input"))

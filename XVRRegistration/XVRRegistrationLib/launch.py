@@ -99,9 +99,10 @@ class RegistrationLauncher:
         for folder in starts.values():
             shutil.rmtree(folder, ignore_errors=True)
         model = self.resolveModel(modelPath, modelRepository) if initialization == "model" else None
-        for node in xrayNodes:
-            self._writeStart(node, initialization, starts, xrayLandmarks, volumeLandmarks)
-        groups, nodesByFile = self._groups(xrayNodes)
+        groups, inputs = self._groups(xrayNodes, jobDirectory)
+        for byName in inputs:
+            for name, (node, _uid) in byName.items():
+                self._writeStart(node, name, initialization, starts, xrayLandmarks, volumeLandmarks)
         python = python or slicersupport.python_executable()
         commands = [registrationCommand(
             python, files, volumePath, output, labelsPath, namesPath,
@@ -109,7 +110,7 @@ class RegistrationLauncher:
             landmarks=starts["landmarks"] if initialization == "landmarks" else None, model=model,
             frame=frame or None, maskFrame=int(maskFrame), overrides=json.loads(overrides), device=device,
             cancelFile=jobDirectory / CANCEL_FILE) for (frame, maskFrame, overrides), files in groups.items()]
-        job = RegistrationJob(commands, jobDirectory, nodesByFile, env=slicersupport.process_environment(device))
+        job = RegistrationJob(commands, jobDirectory, inputs, env=slicersupport.process_environment(device))
         return job.start()
 
     @staticmethod
@@ -146,14 +147,15 @@ class RegistrationLauncher:
         return labelsPath, write_label_names(jobDirectory / "labels.ctbl", names, colors)
 
     @staticmethod
-    def _writeStart(node, initialization, starts, xrayLandmarks, volumeLandmarks) -> None:
-        """The X-ray's start: its current pose (``current``) or its landmarks (``landmarks``) as ``<stem>.json``."""
+    def _writeStart(node, stem, initialization, starts, xrayLandmarks, volumeLandmarks) -> None:
+        """The X-ray's start: its current pose (``current``) or its landmarks (``landmarks``) as ``<stem>.json``,
+        ``stem`` being its output name in its command (what the registration looks the start up by).
+        """
         from xvrcore.io.pose_json import camera_pose, write_pose_json
-        from xvrcore.registration import input_stem, write_landmarks
+        from xvrcore.registration import write_landmarks
         from XVRCoreLib.markups import landmarks_from_markups
         from XVRCoreLib.xray_plane import xray_intrinsics
 
-        stem = input_stem(pathlib.Path(node.GetAttribute("XVR.Source")))
         if initialization == "current":
             starts["current"].mkdir(parents=True, exist_ok=True)
             write_pose_json(starts["current"] / f"{stem}.json", camera_pose(xray_intrinsics(node), nodes.pose(node),
@@ -167,13 +169,44 @@ class RegistrationLauncher:
             write_landmarks(starts["landmarks"] / f"{stem}.json", points2d, points3d, labelNames)
 
     @staticmethod
-    def _groups(xrayNodes):
-        """X-ray files grouped by frame choice, mask frame and overrides (one process each), and node by file name."""
-        groups, nodesByFile = {}, {}
+    def _inputFile(node, jobDirectory: pathlib.Path):
+        """The file the registration reads for ``node`` and how it is read (frame, mask frame, overrides).
+
+        The X-ray's DICOM while it is where it was imported from; else (a scene moved to another computer,
+        the DICOM folder moved) a DICOM written from the node itself, whose pixels and geometry already
+        hold the frame, the mask frame and the overrides.
+        """
+        from XVRCoreLib.xray_dicom import write_xray_node_dicom
+
+        source = node.GetAttribute("XVR.Source") or ""
+        if source and pathlib.Path(source).is_file():
+            return source, (node.GetAttribute("XVR.Frame") or "", node.GetAttribute("XVR.MaskFrame") or "-1",
+                            node.GetAttribute("XVR.Overrides") or "{}")
+        stem = pathlib.Path(source).stem or node.GetName()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "xray"
+        folder = jobDirectory / "xrays" / "".join(c for c in node.GetID() if c.isalnum())  # one per node
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return str(write_xray_node_dicom(node, folder / f"{safe}.dcm")), ("", "-1", "{}")
+
+    @classmethod
+    def _groups(cls, xrayNodes, jobDirectory: pathlib.Path):
+        """X-ray files grouped by frame choice, mask frame and overrides (one process each), and for each
+        group ``{output name: (node, SOP Instance UID)}``, the names being the ones the registration gives
+        the group's files (``xvrcore.registration.inputs.name_inputs``: unique, so two ``IM000001`` of
+        different series folders get different results). The files are :meth:`_inputFile`'s.
+        """
+        from xvrcore.registration.inputs import name_inputs
+
+        members = {}
         for node in xrayNodes:
-            source = pathlib.Path(node.GetAttribute("XVR.Source"))
-            nodesByFile[source.name] = node
-            key = (node.GetAttribute("XVR.Frame") or "", node.GetAttribute("XVR.MaskFrame") or "-1",
-                   node.GetAttribute("XVR.Overrides") or "{}")
-            groups.setdefault(key, []).append(str(source))
-        return groups, nodesByFile
+            path, key = cls._inputFile(node, jobDirectory)
+            members.setdefault(key, []).append((node, path))
+        groups, inputs = {}, []
+        for key, group in members.items():
+            files = [path for _node, path in group]
+            named = name_inputs(files)
+            groups[key] = files
+            inputs.append({item.name: (node, item.sop_instance_uid)
+                           for item, (node, _path) in zip(named, group, strict=True)})
+        return groups, inputs

@@ -5,19 +5,23 @@ to its pose transform and to the images drawn on its detector plane (DRR, outlin
 """
 
 import json
+from dataclasses import dataclass
 
 from slicer.i18n import tr as _
 
 __all__ = [
+    "NodeXray",
     "displayInverted",
     "imageNodes",
     "isXray",
     "pose",
     "poseNode",
     "setColormap",
+    "upgradeScene",
     "volumeCenter",
     "warnings",
     "worldKey",
+    "xrayFromNode",
     "xrayNodes",
 ]
 
@@ -99,3 +103,44 @@ def setColormap(node, modality) -> None:
     if display is not None:
         display.SetAndObserveColorNodeID(
             "vtkMRMLColorTableNodeInvertedGrey" if displayInverted(modality) else "vtkMRMLColorTableNodeGrey")
+
+
+def upgradeScene(scene) -> int:
+    """Bring a scene saved by an older version up to date; returns how many nodes were changed.
+
+    Pose transforms saved before they carried ``XVR.Role = pose`` get it from the X-ray that refers to
+    them (the pose selector lists only nodes with that role); no other transform is touched.
+    """
+    from XVRCoreLib.poses import POSE_ROLE
+
+    changed = 0
+    for node in xrayNodes(scene):
+        transform = poseNode(node)
+        if transform is not None and transform.GetAttribute("XVR.Role") is None:
+            transform.SetAttribute("XVR.Role", POSE_ROLE)
+            changed += 1
+    return changed
+
+
+@dataclass(frozen=True)
+class NodeXray:
+    """An X-ray as its node holds it, all that the overlays need (a saved scene has it without the DICOM)."""
+
+    pixels: object  # float32 (H, W) line integrals, dense = high (a copy of the volume's voxels)
+    mask: object  # bool (H, W): True where anatomy was exposed
+    intrinsics: object  # xvrcore.geometry.camera.Intrinsics
+    detector: object  # xvrcore.geometry.camera.Detector
+    modality: str
+
+
+def xrayFromNode(xrayNode) -> NodeXray:
+    """The X-ray kept in ``xrayNode``: its voxels, ``XVR.Mask``, ``XVR.Intrinsics``/``XVR.SDD``, ``XVR.Modality``."""
+    import numpy as np
+    from XVRCoreLib.vtkdata import array_from_image_data
+    from XVRCoreLib.xray_plane import xray_detector, xray_intrinsics, xray_mask
+
+    if xrayNode.GetImageData() is None:
+        raise ValueError(_("{name} has no image.").format(name=xrayNode.GetName()))
+    pixels = np.asarray(array_from_image_data(xrayNode.GetImageData())[0], dtype=np.float32)
+    return NodeXray(pixels, xray_mask(xrayNode), xray_intrinsics(xrayNode), xray_detector(xrayNode),
+                    xrayNode.GetAttribute("XVR.Modality") or "")

@@ -10,9 +10,11 @@ import slicer
 from slicer.i18n import tr as _
 from slicer.util import VTKObservationMixin
 
-__all__ = ["FLICKER_INTERVAL_MS", "NUDGES", "PanelSection", "ReviewSection", "XraySection", "redSliceNode"]
+__all__ = ["FLICKER_INTERVAL_MS", "NUDGES", "POSE_SETTLE_MS", "PanelSection", "ReviewSection", "XraySection",
+           "redSliceNode"]
 
 FLICKER_INTERVAL_MS = 600
+POSE_SETTLE_MS = 250  # the DRR is rendered again once the pose has not changed for this long (a drag in 3D)
 NUDGES = {  # button -> (rotation axis, translation axis), in the camera axes
     "rotateXMinusButton": ((-1, 0, 0), None), "rotateXPlusButton": ((1, 0, 0), None),
     "rotateYMinusButton": ((0, -1, 0), None), "rotateYPlusButton": ((0, 1, 0), None),
@@ -59,22 +61,38 @@ class PanelSection:
 
 
 class XraySection(PanelSection, VTKObservationMixin):
-    """Import and selection of X-rays; keeps the images on the detector plane when the pose is edited."""
+    """Import and selection of X-rays; keeps the images on the detector plane when the pose is edited.
 
-    def __init__(self, ui, logic, parameterNode, log) -> None:
+    Selections are read from the parameter node, never from the selectors' signals: the selectors are bound
+    to the parameter node, which updates them without blocking their signals, and slots run in connection
+    order, so a slot of a bound selector can see the other parameters half-updated (the X-ray changed, its
+    pose not yet). The widget's one parameter-node observer calls :meth:`selectionChanged`.
+    """
+
+    def __init__(self, ui, logic, parameterNode, log, status=None) -> None:
         PanelSection.__init__(self, ui, logic, parameterNode, log)
         VTKObservationMixin.__init__(self)
+        self._status = status  # (text) -> None: the panel's status line (the first import installs packages)
         self._observedTransform = None
+        self._seen = {"xray": None, "transform": None, "landmarks": None}  # the selection already acted on
+        self._reacting = False
+        self._poseTimer = None  # single shot: the pose edited elsewhere has settled (onPoseSettled)
+        self.beforeShow = lambda: None  # the review's comparisons stop when the view is shown afresh
 
     def connect(self) -> None:
+        import qt
+
         self.ui.importFilesButton.connect("clicked(bool)", self.onImportFiles)
         self.ui.importDicomButton.connect("clicked(bool)", self.onImportDicom)
         self.ui.reloadFrameButton.connect("clicked(bool)", self.onReloadFrame)
-        self.ui.xrayVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onXrayChanged)
-        self.ui.outputTransformSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onTransformChanged)
-        self.ui.xrayLandmarksSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onXrayLandmarksChanged)
+        self._poseTimer = qt.QTimer()
+        self._poseTimer.setSingleShot(True)
+        self._poseTimer.setInterval(POSE_SETTLE_MS)
+        self._poseTimer.connect("timeout()", self.onPoseSettled)
 
     def cleanup(self) -> None:
+        if self._poseTimer is not None:
+            self._poseTimer.stop()
         self.removeObservers()
 
     def overrides(self) -> dict:
@@ -85,9 +103,10 @@ class XraySection(PanelSection, VTKObservationMixin):
 
     def show(self, xrayNode) -> None:
         """Show the X-ray, its DRR and outlines in the Red view, aligned to the detector plane; the CT in 3D."""
-        if xrayNode is None or not self.logic.xrays.isXray(xrayNode):
+        if not self._isReady(xrayNode):
             return
         p = self._parameterNode()
+        self.beforeShow()
         with slicer.util.tryWithErrorDisplay(_("Failed to show the X-ray."), waitCursor=True):
             if p.inputVolume is not None:
                 self.logic.overlays.updateOverlays(xrayNode, p.inputVolume, p.inputSegmentation if p.showOutlines else None)
@@ -95,6 +114,8 @@ class XraySection(PanelSection, VTKObservationMixin):
             if p.inputVolume is not None:
                 self.logic.display.show3D(p.inputVolume, p.inputSegmentation)
             slicer.app.layoutManager().sliceWidget("Red").sliceLogic().FitSliceToBackground()
+        if self._poseTimer is not None:
+            self._poseTimer.stop()  # the overlays are at the current pose: nothing left to render
 
     # -- import ------------------------------------------------------------------------------------------------
 
@@ -119,7 +140,7 @@ class XraySection(PanelSection, VTKObservationMixin):
     def _import(self, paths) -> None:
         p = self._parameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to import the X-rays."), waitCursor=True):
-            self.logic.ensureDependencies()
+            self.logic.ensureDependencies(log=self._log, status=self._status)
             nodes, errors = self.logic.xrays.importXrays(paths, slicer.mrmlScene, p.inputVolume, frame=p.frame,
                                                          maskFrame=p.maskFrame, overrides=self.overrides())
             for error in errors:
@@ -129,7 +150,7 @@ class XraySection(PanelSection, VTKObservationMixin):
                     self._log(f"{node.GetName()}: {warning}")
             if nodes:
                 p.xrayVolume = nodes[-1]
-                self.show(nodes[-1])
+                self.selectionChanged()  # the selector may have picked the first X-ray while it was imported
                 self._log(_("Imported {n} X-ray(s).").format(n=len(nodes)))
             if errors and not nodes:
                 raise ValueError("\n".join(errors))
@@ -142,34 +163,71 @@ class XraySection(PanelSection, VTKObservationMixin):
 
     # -- selection ---------------------------------------------------------------------------------------------
 
-    def onXrayChanged(self, node) -> None:
-        if node is None or not self.logic.xrays.isXray(node):
-            return
-        poseNode = self.logic.poses.poseNode(node)
-        if poseNode is not None and self._parameterNode().outputTransform is not poseNode:
-            self._parameterNode().outputTransform = poseNode
-        self._observePose(poseNode)
-        self.show(node)
+    def _isReady(self, node) -> bool:
+        """An X-ray with its pose (an X-ray being imported has no pose reference yet)."""
+        return node is not None and self.logic.xrays.isXray(node) and self.logic.poses.poseNode(node) is not None
 
     def _currentXray(self):
         p = self._parameterNode()
         xray = p.xrayVolume if p else None
-        return xray if xray is not None and self.logic.xrays.isXray(xray) else None
+        return xray if self._isReady(xray) else None
 
-    def onTransformChanged(self, node) -> None:
+    def resetSelection(self) -> None:
+        """Take the parameter node's selection as acted on (a new parameter node, the module entered)."""
+        p = self._parameterNode()
         xray = self._currentXray()
-        if node is None or xray is None:
+        self._seen = {"xray": xray, "transform": p.outputTransform if p else None,
+                      "landmarks": p.xrayLandmarks if p else None}
+        self._observePose(self.logic.poses.poseNode(xray) if xray is not None else None)
+        if xray is not None and p.outputTransform is not self.logic.poses.poseNode(xray):
+            self.selectionChanged()
+
+    def selectionChanged(self) -> None:
+        """React to the X-ray, pose and landmarks the parameter node now holds (once per change)."""
+        p = self._parameterNode()
+        if p is None or self._reacting:
             return
-        if self.logic.poses.poseNode(xray) is not node:
-            self.logic.poses.usePoseNode(xray, node)
-            self._observePose(node)
+        self._reacting = True
+        try:
+            xray = self._currentXray()
+            if xray is not self._seen["xray"] and (xray is not None or p.xrayVolume is None):
+                self._seen["xray"] = xray
+                self._followXray(p, xray)
+            elif xray is not None and p.outputTransform is not self._seen["transform"]:
+                self._useTransform(p, xray, p.outputTransform)
+            self._seen["transform"] = p.outputTransform
+            if p.xrayLandmarks is not self._seen["landmarks"]:
+                self._seen["landmarks"] = p.xrayLandmarks
+                if p.xrayLandmarks is not None and xray is not None:
+                    # Points placed on the X-ray move with it: the markups go under the X-ray's pose transform.
+                    self.logic.poses.attachToXray(p.xrayLandmarks, xray)
+        finally:
+            self._reacting = False
+
+    def _followXray(self, p, xray) -> None:
+        """Another X-ray: its own pose becomes the output transform, and it is shown."""
+        poseNode = self.logic.poses.poseNode(xray) if xray is not None else None
+        if poseNode is not None and p.outputTransform is not poseNode:
+            p.outputTransform = poseNode
+        self._observePose(poseNode)
+        if xray is not None:
             self.show(xray)
 
-    def onXrayLandmarksChanged(self, node) -> None:
-        """Points placed on the X-ray move with it: the markups go under the X-ray's pose transform."""
-        xray = self._currentXray()
-        if node is not None and xray is not None:
-            self.logic.poses.attachToXray(node, xray)
+    def _useTransform(self, p, xray, transform) -> None:
+        """Another transform picked for the X-ray's pose: only an XVR pose of no other X-ray, else back."""
+        poseNode = self.logic.poses.poseNode(xray)
+        if transform is None or transform is poseNode:
+            if transform is None:
+                p.outputTransform = poseNode
+            return
+        problem = self.logic.poses.poseNodeProblem(xray, transform, slicer.mrmlScene)
+        if problem:
+            self._log(problem)
+            p.outputTransform = poseNode
+            return
+        self.logic.poses.usePoseNode(xray, transform)
+        self._observePose(transform)
+        self.show(xray)
 
     def _observePose(self, poseNode) -> None:
         if self._observedTransform is not None:
@@ -180,11 +238,23 @@ class XraySection(PanelSection, VTKObservationMixin):
             self.addObserver(poseNode, slicer.vtkMRMLTransformNode.TransformModifiedEvent, self.onPoseModified)
 
     def onPoseModified(self, caller, event) -> None:
-        """The pose was edited (Transforms module, nudge, result): keep the images on the detector plane."""
+        """The pose was edited (Transforms module, 3D handles, nudge, result): the images stay on the
+        detector plane at once; the DRR and outlines are rendered again, and the view realigned, once the
+        pose settles (a drag sends many changes; a nudge or a result shows the X-ray itself, which stops
+        the timer).
+        """
         p = self._parameterNode()
         xray = p.xrayVolume if p else None
         if xray is not None and self.logic.poses.poseNode(xray) is caller:
             self.logic.poses.followPose(xray)
+            if self._poseTimer is not None:
+                self._poseTimer.start()
+
+    def onPoseSettled(self) -> None:
+        """The pose edited outside the panel has settled: overlays at the new pose, the view on its plane."""
+        xray = self._currentXray()
+        if xray is not None:
+            self.show(xray)
 
 
 class ReviewSection(PanelSection):
@@ -216,6 +286,22 @@ class ReviewSection(PanelSection):
     def cleanup(self) -> None:
         if self._flickerTimer is not None:
             self._flickerTimer.stop()
+
+    def stopComparisons(self) -> None:
+        """Flicker off and checkerboard unchecked (the module is left, or the view shows something else).
+
+        The buttons are unchecked with their signals blocked: their slots would show the X-ray again.
+        """
+        if self._flickerTimer is not None:
+            self._flickerTimer.stop()
+        for button in (self.ui.flickerButton, self.ui.checkerboardButton):
+            if button.checked:
+                blocked = button.blockSignals(True)
+                button.checked = False
+                button.blockSignals(blocked)
+        p = self._parameterNode()
+        if p is not None and p.xrayVolume is not None:
+            self._setOpacity(p.drrOpacity)
 
     def _setOpacity(self, opacity) -> None:
         self.logic.display.setForegroundOpacity(slicer.mrmlScene, redSliceNode(), opacity)

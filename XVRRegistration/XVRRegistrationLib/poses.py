@@ -2,6 +2,8 @@
 and nudge it by hand.
 """
 
+from slicer.i18n import tr as _
+
 from . import nodes
 
 __all__ = ["PoseEditor"]
@@ -29,10 +31,35 @@ class PoseEditor:
         set_pose(nodes.poseNode(xrayNode), cameraToWorld)
         self.followPose(xrayNode)
 
+    @staticmethod
+    def poseNodeProblem(xrayNode, transformNode, scene):
+        """Why ``transformNode`` cannot become the X-ray's pose, or None: it takes the X-ray's pose (its matrix
+        is replaced), so it must be an XVR pose node (``XVR.Role = pose``: one the import made, or a new one
+        from the pose selector) and no other X-ray's pose. Any other transform (a CT's parent transform, a
+        registration result) would be moved.
+        """
+        from XVRCoreLib.poses import POSE_ROLE
+
+        name = transformNode.GetName()
+        if transformNode.GetAttribute("XVR.Role") != POSE_ROLE:
+            return _("{name} is not an X-ray pose: pick this X-ray's pose or create a new one.").format(name=name)
+        for other in nodes.xrayNodes(scene):
+            if other is not xrayNode and nodes.poseNode(other) is transformNode:
+                return _("{name} is the pose of {xray}: pick this X-ray's pose or create a new one.").format(
+                    name=name, xray=other.GetName())
+        return None
+
     def usePoseNode(self, xrayNode, transformNode) -> None:
-        """Make ``transformNode`` the X-ray's pose (it takes the current pose; the beam models move under it)."""
+        """Make ``transformNode`` the X-ray's pose (it takes the current pose; the beam models move under it).
+
+        Raises ValueError for a transform that :meth:`poseNodeProblem` refuses.
+        """
         from XVRCoreLib.poses import pose_transform_node
         from XVRCoreLib.scene import REFERENCE_ROLES
+
+        problem = self.poseNodeProblem(xrayNode, transformNode, xrayNode.GetScene())
+        if problem:
+            raise ValueError(problem)
 
         pose = nodes.pose(xrayNode) if nodes.poseNode(xrayNode) is not None else None
         xrayNode.SetNodeReferenceID(REFERENCE_ROLES["pose"], transformNode.GetID())

@@ -21,11 +21,11 @@ class TrainingJob:
     """
 
     def __init__(self, command, outputDirectory, progressTable=None, validationTable=None, chart=None, env=None):
-        from xvrcore.app.jobs import JobRunner
+        from XVRCoreLib.processes import SlicerJobRunner  # no console window; stops the whole process tree
 
         self.command = [str(c) for c in command]
         self.outputDirectory = pathlib.Path(outputDirectory)
-        self.runner = JobRunner(self.command, self.outputDirectory, env=env)
+        self.runner = SlicerJobRunner(self.command, self.outputDirectory, env=env)
         self.progressTable = progressTable
         self.validationTable = validationTable
         self.chart = chart

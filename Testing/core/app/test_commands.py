@@ -18,6 +18,9 @@ REGISTER_CASES = [
     {"volume": "ct.nrrd", "output": "out", "model": "model_dir", "allow_other_volume": True,
      "isocenter": [0.1 + 0.2, -12.0, 1e20], "frame": "mean", "device": "cuda"},
     {"volume": "ct.nrrd", "output": "out", "init_pose": "poses/", "frame": "max", "init": "pose"},
+    {"volume": "ct.nrrd", "output": "out", "init": "carm", "carm": (0.5, -3.0, 2.0, 1e-05, -650.0, -2e-07),
+     "orientation": "AP", "settings": "tuned.toml", "scales": [32, 64], "n_itrs": [10, 20], "lr_rot": [0.02],
+     "lr_xyz": [4.0, 0.5], "patience": 0, "threshold": 1e-4, "max_n_plateaus": 2, "metric": "mncc"},
 ]
 
 TRAIN_CASES = [
@@ -31,6 +34,7 @@ TRAIN_CASES = [
      "beta": (-2e-07, 4.0), "gamma": (-3.0, 6.0), "x": (-4.0, 8.0), "y": (-1000, -450), "z": (-0.1, 0.7),
      "orientation": "AP", "labelmap": "l.nii.gz", "labels": [3, 4], "init_from": "pre", "frame": "register",
      "template": "template.nii.gz", "iterations": 300},
+    {"volume": ["ct.nii.gz"], "output": "run", "sdd": 1020.5, "image_size": 96, "pixel_spacing": 2.25},
 ]
 
 
@@ -142,8 +146,9 @@ def test_the_start_method_follows_the_start_file_and_refuses_a_contradiction(tmp
 
 
 def test_python_dash_m_xvrcore_runs_the_command_line():
-    version = subprocess.run([sys.executable, "-m", "xvrcore", "--version"], capture_output=True, text=True, timeout=120)
+    version = subprocess.run([sys.executable, "-m", "xvrcore", "--version"], check=False, capture_output=True,
+                             text=True, encoding="utf-8", errors="replace", timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("xvrcore "), version.stderr[-2000:]
     command = register_command(["a.dcm"], volume="ct", output="out")
-    helped = subprocess.run([*command[:4], "--help"], capture_output=True, text=True, timeout=120)
+    helped = subprocess.run([*command[:4], "--help"], check=False, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120)
     assert helped.returncode == 0 and "--pixel-spacing ROW COL" in helped.stdout, helped.stderr[-2000:]

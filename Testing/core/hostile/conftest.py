@@ -19,7 +19,7 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SMALL_DETECTOR = dict(sdd=1000.0, rows=64, cols=64, row_spacing=4.8, col_spacing=4.8)
+SMALL_DETECTOR = {"sdd": 1000.0, "rows": 64, "cols": 64, "row_spacing": 4.8, "col_spacing": 4.8}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,7 +69,7 @@ def run_cli(*args: str | Path, capsys) -> Outcome:
 def run_process(*args: str | Path, timeout: float = 300, env: dict | None = None, preexec_fn=None) -> Outcome:
     """Run ``python -m xvrcore`` as its own process (memory limits, signals, kills)."""
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "XVRCore"), "OMP_NUM_THREADS": "1", **(env or {})}
-    done = subprocess.run([sys.executable, "-m", "xvrcore", *map(str, args)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "xvrcore", *map(str, args)], capture_output=True, text=True, encoding="utf-8", errors="replace", check=False,
                           timeout=timeout, env=environment, preexec_fn=preexec_fn)
     return Outcome(done.returncode, done.stdout, done.stderr)
 

@@ -1,5 +1,6 @@
 """Pulling pretrained models: a local repository folder and an offline Hugging Face cache (nothing downloads)."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -63,11 +64,18 @@ def test_local_repository_folder(repo, tmp_path, monkeypatch):
 
 
 def _fill_cache(cache, repo, name="acme/xvr-models"):
-    """The layout huggingface_hub writes: refs/<revision> → commit, snapshots/<commit>/<files>."""
+    """The layout huggingface_hub writes: refs/<revision> → commit, snapshots/<commit>/<files> as
+    relative links into blobs/<sha256> (a model's files link out of its folder, into one blobs folder)."""
     folder = cache / f"models--{name.replace('/', '--')}"
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
     for ref, commit in (("main", COMMIT_MAIN), ("v1", COMMIT_V1)):
         snap = folder / "snapshots" / commit
-        shutil.copytree(repo, snap)
+        for source in sorted(p for p in repo.rglob("*") if p.is_file()):
+            blob = folder / "blobs" / hashlib.sha256(source.read_bytes()).hexdigest()
+            shutil.copyfile(source, blob)
+            link = snap / source.relative_to(repo)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(blob, link.parent))
         (folder / "refs").mkdir(parents=True, exist_ok=True)
         (folder / "refs" / ref).write_text(commit)
     return folder
@@ -93,7 +101,7 @@ def test_offline_pull_from_the_hugging_face_cache(repo, tmp_path):
         print(json.dumps(out))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["main"] == str(cache / "snapshots" / COMMIT_MAIN)
@@ -107,13 +115,13 @@ def test_cli_model_pull_and_import(repo, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "XVR_MODELS_DIR": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"}
     cli = [sys.executable, "-m", "xvrcore", "model"]
     ok = subprocess.run([*cli, "pull", "acme/xvr-models", "--file", "skull", "--cache-dir", str(tmp_path / "hf")],
-                        capture_output=True, text=True, env=env, timeout=120, check=False)
+                        capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, timeout=120, check=False)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip().splitlines()[-1] == str(cache / "snapshots" / COMMIT_MAIN / "skull")
     missing = subprocess.run([*cli, "pull", "acme/other", "--cache-dir", str(tmp_path / "hf")],
-                             capture_output=True, text=True, env=env, timeout=120, check=False)
+                             capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, timeout=120, check=False)
     assert missing.returncode == 2 and "not in the Hugging Face cache" in missing.stderr
     imported = subprocess.run([*cli, "import-xvr", str(repo / "pelvis" / "patient_specific" / "subject01_0350.pth"),
-                               str(tmp_path / "imported")], capture_output=True, text=True, env=env, timeout=120, check=False)
+                               str(tmp_path / "imported")], capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, timeout=120, check=False)
     assert imported.returncode == 0, imported.stderr
     assert load_model(tmp_path / "imported").pose_spec.translation_scale == 1000.0

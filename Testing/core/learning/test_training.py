@@ -145,6 +145,9 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(torso, tmp_path):
     assert part.status == "cancelled" and part.iterations == 3
     assert latest_checkpoint(tmp_path / "part").name == "checkpoint-0000003"
     assert not _same_weights(tmp_path / "part", tmp_path / "whole")
+    for saved in (tmp_path / "part").rglob("*.json"):  # no path, not even a file name (patient names)
+        text = saved.read_text(encoding="utf-8")
+        assert str(tmp_path) not in text and torso.name not in text, saved
     resumed = train(_config(torso, tmp_path / "part", resume=True))
     assert resumed.status == "finished" and resumed.iterations == whole.iterations == 6
     assert _same_weights(tmp_path / "part", tmp_path / "whole")
@@ -218,7 +221,7 @@ def test_two_process_gloo_run_ends_with_identical_weights(torso, tmp_path):
            "train", "--volume", str(torso), "--output", str(out), "--iterations", "3", "--batch-size", "2",
            "--image-size", "32", "--width", "8", "--warmup", "1", "--validate-every", "0", "--device", "cpu",
            "--pose-loss-fraction", "0.5", "--progress-json"]  # iterations 0-1 on the pose term, 2 on the paper's loss
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240, env=env, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     events = [e for e in map(parse_line, proc.stdout.splitlines()) if e is not None]
     finished = [e for e in events if e["event"] == "finished"]

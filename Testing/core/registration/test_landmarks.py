@@ -15,6 +15,7 @@ from xvrcore.registration import (
     solve_pnp,
     write_landmarks,
 )
+from xvrcore.registration.landmarks import MAX_LANDMARKS
 
 
 def _camera(mirrored: bool):
@@ -139,3 +140,49 @@ def test_landmarks_file_errors(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"points_2d": [[0, 0]] * 4, "points_3d": [[0, 0, 0]] * 3}))
     with pytest.raises(LandmarkError, match="b.json: 4 image points but 3 CT points"):
         read_landmarks(tmp_path / "b.json")
+
+
+def _markups_file(path, n=4):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    points = [{"label": str(i), "position": [10.0 * i, 5.0 * i * i, -3.0 * i + 1.0]} for i in range(n)]
+    path.write_text(json.dumps({"markups": [{"coordinateSystem": "RAS", "controlPoints": points}]}))
+    return path
+
+
+@pytest.mark.parametrize("how", ["parent", "absolute", "symlink"])
+def test_a_markups_file_outside_the_landmarks_folder_is_not_read(how, tmp_path):
+    outside = _markups_file(tmp_path / "elsewhere" / "ct.mrk.json")  # valid, but not beside the landmarks
+    folder = tmp_path / "case"
+    folder.mkdir()
+    name = {"parent": "../elsewhere/ct.mrk.json", "absolute": str(outside), "symlink": "ct.mrk.json"}[how]
+    if how == "symlink":
+        (folder / "ct.mrk.json").symlink_to(outside)
+    (folder / "l.json").write_text(json.dumps({"points_2d": [[1, 2], [30, 4], [5, 60], [60, 60]], "points_3d": name}))
+    with pytest.raises(LandmarkError, match="outside" if how == "symlink" else "leaves the landmarks file's folder"):
+        read_landmarks(folder / "l.json")
+    _markups_file(folder / "sub" / "ct.mrk.json")  # a sub-folder is inside
+    (folder / "ok.json").write_text(json.dumps({"points_2d": [[1, 2], [30, 4], [5, 60], [60, 60]], "points_3d": "sub/ct.mrk.json"}))
+    assert read_landmarks(folder / "ok.json").points_3d.shape == (4, 3)
+
+
+@pytest.mark.parametrize(("markups", "words"), [
+    ({"markups": {"controlPoints": []}}, "no 'markups' list"),
+    ({"markups": [5]}, "no 'markups' list"),
+    ({"markups": [{"controlPoints": [1, 2]}]}, "list of objects"),
+    ({"markups": [{"controlPoints": [{"label": "a", "position": [1, 2]}]}]}, "no \\[x, y, z\\] position"),
+])
+def test_a_malformed_markups_file_is_refused_naming_it(markups, words, tmp_path):
+    (tmp_path / "ct.mrk.json").write_text(json.dumps(markups))
+    (tmp_path / "l.json").write_text(json.dumps({"points_2d": [[1, 2]] * 4, "points_3d": "ct.mrk.json"}))
+    with pytest.raises(LandmarkError, match=f"ct.mrk.json: .*{words}"):
+        read_landmarks(tmp_path / "l.json")
+
+
+def test_a_landmarks_file_with_too_many_or_no_list_of_points_is_refused(tmp_path):
+    (tmp_path / "many.json").write_text(json.dumps({"points_2d": [[0, 0]] * (MAX_LANDMARKS + 1),
+                                                     "points_3d": [[0, 0, 0]] * (MAX_LANDMARKS + 1)}))
+    with pytest.raises(LandmarkError, match=f"many.json: {MAX_LANDMARKS + 1} landmarks; at most {MAX_LANDMARKS}"):
+        read_landmarks(tmp_path / "many.json")
+    (tmp_path / "number.json").write_text(json.dumps({"points_2d": 5, "points_3d": [[0, 0, 0]]}))
+    with pytest.raises(LandmarkError, match="number.json: points_2d must be a list"):
+        read_landmarks(tmp_path / "number.json")

@@ -214,3 +214,28 @@ def test_to_attenuation_modes_and_errors():
         to_attenuation(mra, mode="mra", vessel_mask=mask_volume.crop((0, 0, 0), (50, 50, 10)))
     with pytest.raises(VolumeError, match="negative"):
         to_attenuation(mra.with_data(data - 5.0), mode="attenuation")
+
+
+def test_the_attenuation_by_modality_records_its_model(tmp_path):
+    from xvrcore.volume.vessels import load_vessels, modality_attenuation
+
+    data, vessels = _synthetic_mra()
+    mra = volume_from_array(data, np.diag([0.5, 0.5, 1.0, 1.0]), kind="mra", source="mra.nii.gz")
+    by_ramp, record = modality_attenuation(mra, "mra")
+    low, high = mra_window(data)
+    np.testing.assert_array_equal(by_ramp.data, mra_to_attenuation(data, low=low, high=high))
+    assert record["vessel_only"] and record["mra_window"] == [round(low, 4), round(high, 4)]
+    segmentation = mra.with_data(vessels.astype(np.uint8) * 3, kind="labels")  # any non-zero label is vessel
+    segmentation.source = str(segmentation.save(tmp_path / "vessels.nrrd"))
+    loaded = load_vessels(tmp_path / "vessels.nrrd", mra)
+    for modality in ("mra", "ct"):  # a CTA's vessel segmentation renders its vessels alike
+        by_mask, record = modality_attenuation(mra, modality, loaded)
+        np.testing.assert_allclose(by_mask.data, np.where(vessels, MU_CONTRAST_PER_MM, 0.0))
+        assert record["vessel_only"] and record["vessels_file"] == "vessels.nrrd"
+    hu = mra.with_data(data - 1000.0, kind="ct")
+    by_hu, record = modality_attenuation(hu, "ct", bone_multiplier=2.0)
+    np.testing.assert_array_equal(by_hu.data, to_attenuation(hu, "ct", 2.0).data)
+    assert not record["vessel_only"] and record["bone_multiplier"] == 2.0
+    mra.with_data(np.zeros(data.shape, np.uint8), kind="labels").save(tmp_path / "empty.nrrd")
+    with pytest.raises(VolumeError, match=r"empty.nrrd: every voxel has the value 0"):
+        load_vessels(tmp_path / "empty.nrrd", mra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import struct
@@ -358,7 +359,11 @@ BAD_FILES = {
     "zero_spacing.nrrd": (lambda p: _nrrd_with_directions(p, b"(1,0,0) (0,0,0) (0,0,1)"), "must be positive"),
     "parallel.nrrd": (lambda p: _nrrd_with_directions(p, b"(1,0,0) (2,0,0) (0,0,1)"), "singular"),
     "skewed.nrrd": (lambda p: _nrrd_with_directions(p, b"(1,0,0) (1,1,0) (0,0,1)"), "not orthonormal"),
-    "garbage.nii.gz": (_bytes(os.urandom(2000)), "cannot read"),
+    "garbage.nii.gz": (_bytes(b"\x00" + os.urandom(2000)), r"not a gzip-compressed NIfTI file \(no gzip signature"),
+    "text.nii.gz": (_bytes(b"a note, not an image\n"), r"not a gzip-compressed NIfTI file \(it is a text file"),
+    "short_header.nii.gz": (_bytes(gzip.compress(struct.pack("<i", 348) + bytes(100))),
+                            "truncated or not a NIfTI file: it holds 104 of the 348 bytes"),
+    "short_header.nii": (_bytes(struct.pack("<i", 348) + bytes(100)), "holds 104 of the 348 bytes"),
     "garbage.nrrd": (_bytes(b"\x00\x01garbage" * 100), "cannot read"),
     "empty.mha": (_bytes(b""), "cannot read"),
     "truncated.nii.gz": (_truncated, "truncated"),

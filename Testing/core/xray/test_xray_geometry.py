@@ -140,8 +140,13 @@ def test_sod_angles_position_fallbacks_and_overrides(tmp_path):
         )
     )
     assert img.sod == pytest.approx(800.0)
-    img = read_xray(xa(tmp_path / "big.dcm", values, DistanceSourceToPatient="1200"))
-    assert img.sod is None and any("not between 0 and the SID" in w for w in img.warnings)
+    big = xa(tmp_path / "big.dcm", values, DistanceSourceToPatient="1200")
+    with pytest.raises(XrayDicomError, match=r"big\.dcm .*source-to-patient distance DistanceSourceToPatient "
+                       r"\(0018,1111\) 1200 mm exceeds the source-to-detector distance 1000 mm.*--sod"):
+        read_xray(big)
+    assert read_xray(big, overrides=GeometryOverrides(sod=700)).sod == 700  # the override settles it
+    with pytest.raises(XrayDicomError, match=r"DistanceSourceToPatient \(0018,1111\) is -750 mm: a distance cannot"):
+        read_xray(xa(tmp_path / "neg.dcm", values, DistanceSourceToPatient="-750"))
     img = read_xray(
         xa(tmp_path / "o.dcm", values),
         overrides=GeometryOverrides(

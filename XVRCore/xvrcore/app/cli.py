@@ -1,4 +1,4 @@
-"""Command-line interface: ``xvrcore demo``, ``render``, ``register``, ``evaluate``, ``train``, ``model``.
+"""Command-line interface: ``xvrcore demo``, ``render``, ``register``, ``animate``, ``evaluate``, ``train``, ``model``.
 
 The options of ``register`` and ``train`` are the tables of :mod:`xvrcore.app.commands` (which also
 builds their command lines for background jobs); the other sub-commands are spelled here.
@@ -13,10 +13,13 @@ from pathlib import Path
 
 from .. import __version__
 from ..io.atomic import EXIT_DISK_FULL, is_disk_full
-from .commands import REGISTER_OPTIONS, TRAIN_OPTIONS, add_options
+from .animate import add_animate
+from .commands import MODALITY_OPTIONS, REGISTER_OPTIONS, TRAIN_OPTIONS, add_options
+from .option_types import Bounded, finite_float, non_negative_int, positive_float, positive_int, width_height
 
 __all__ = ["build_parser", "main"]
 
+_DETECTOR_PIXELS = Bounded(int, low=16, high=4096)
 _EXPECTED_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSError)
 
 
@@ -46,24 +49,31 @@ def _render(args: argparse.Namespace) -> int:
     from ..geometry.camera import Detector
     from ..geometry.carm import carm_pose
     from ..io.images import save_png, to_uint8
-    from ..io.pose_json import camera_pose, read_pose_json, write_pose_json
-    from ..volume import load_volume
-    from ..volume.attenuation import to_attenuation
+    from ..io.pose_json import camera_pose, load_pose_file, write_pose_json
+    from ..volume.vessels import load_rendered_volume
 
-    ct = load_volume(args.volume)
-    volume = DRRVolume.from_volume(to_attenuation(ct, bone_multiplier=args.bone_multiplier))
+    size = width_height(args.size, "--size")
+    loaded = load_rendered_volume(args.volume, args.modality, args.vessels, args.bone_multiplier)
+    if loaded.warning:
+        print(f"xvrcore render: warning: {loaded.warning}", file=sys.stderr)
+    ct = loaded.volume
+    volume = DRRVolume.from_volume(loaded.attenuation)
     if args.pose:
-        pose = read_pose_json(args.pose)
-        intrinsics, c2w = pose.intrinsics, torch.as_tensor(pose.camera_to_world)
+        # The image size: --size, else the file's image_size, else the one centred on the principal point.
+        read = load_pose_file(args.pose, size, principal_point_size=True)
+        print(f"{Path(args.pose).name}: {read.describe()}")
+        intrinsics, c2w = read.pose.intrinsics, torch.as_tensor(read.pose.camera_to_world)
     else:
-        det = Detector(args.sdd, args.size, args.size, args.spacing, args.spacing)
+        width, height = size or (256, 256)
+        det = Detector(args.sdd, height, width, args.spacing, args.spacing)
         intrinsics = det.intrinsics()
         c2w = carm_pose(torch.tensor(args.carm, dtype=torch.float64), args.orientation, torch.as_tensor(ct.center))
     drr = render(volume, c2w.float(), intrinsics, method=args.method)[0, 0].numpy()
     out = Path(args.output)
     save_png(out, to_uint8(drr))
     if not args.pose:
-        write_pose_json(out.with_suffix(".json"), camera_pose(intrinsics, c2w, volume=Path(args.volume).name))
+        write_pose_json(out.with_suffix(".json"), camera_pose(intrinsics, c2w, volume=Path(args.volume).name,
+                                                             modality=loaded.record["modality"]))
     print(f"wrote {out}")
     return 0
 
@@ -79,6 +89,8 @@ class _RegisterProgress:
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
+        if kind == "warning":  # a choice made for the user (also in the result JSON)
+            return self.tqdm.write(f"xvrcore register: warning: {event['message']}", file=sys.stderr)
         if kind == "run_start":
             self.bar = self.tqdm(total=event["total"], desc="xvrcore register", unit="X-ray", disable=not self.show_bar,
                                  bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
@@ -102,15 +114,20 @@ class _RegisterProgress:
             self.bar.close()
 
 
-_START_FILES = {"pose": "init_pose", "landmarks": "landmarks", "model": "model"}  # start method: its option
+_START_FILES = {"pose": "init_pose", "landmarks": "landmarks", "model": "model", "carm": "carm"}  # method: its option
 
 
 def _start_method(args: argparse.Namespace) -> str:
-    """``--init``, else the method of the start file given (--init-pose, --landmarks, --model), else dicom."""
+    """``--init``, else the method of the start given (--init-pose, --landmarks, --model, --carm), else dicom."""
     implied = next((method for method, dest in _START_FILES.items() if getattr(args, dest)), None)
     if args.init is not None and implied is not None and args.init != implied:
         raise ValueError(f"--init {args.init} contradicts --{_START_FILES[implied].replace('_', '-')}")
-    return args.init or implied or "dicom"
+    method = args.init or implied or "dicom"
+    if method == "carm" and args.carm is None:
+        raise ValueError("--init carm needs the C-arm parameters: --carm ALPHA BETA GAMMA X Y Z")
+    if args.orientation is not None and method != "carm":
+        raise ValueError("--orientation is the frame of --carm; it has no meaning without it")
+    return method
 
 
 def _register(args: argparse.Namespace) -> int:
@@ -119,12 +136,13 @@ def _register(args: argparse.Namespace) -> int:
     import torch
 
     from ..io.events import CancelToken
-    from ..registration import PipelineSettings, RegistrationSettings, register_inputs
+    from ..registration import PipelineSettings, register_inputs
     from ..xray import GeometryOverrides
+    from .register_settings import effective_settings, show_settings
 
-    settings = RegistrationSettings(time_budget_s=args.time_budget)
-    if args.no_retry:
-        settings = replace(settings, retry_searches=())
+    if args.show_settings:
+        return show_settings(args)
+    settings = effective_settings(args)
     overrides = GeometryOverrides(
         pixel_spacing=tuple(args.pixel_spacing) if args.pixel_spacing else None, sdd=args.sdd, sod=args.sod,
         primary_angle=args.primary_angle, secondary_angle=args.secondary_angle,
@@ -132,12 +150,16 @@ def _register(args: argparse.Namespace) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     options = PipelineSettings(
         volume=args.volume, output=args.output, labels=args.labels, structures=args.structures,
-        label_names=args.label_names,
-        init=_start_method(args),
+        label_names=args.label_names, volume_mode=args.modality, vessels=args.vessels,
+        init=_start_method(args), name_outputs=args.name_outputs,
         model=args.model, allow_other_volume=args.allow_other_volume,
         init_pose=args.init_pose, landmarks=args.landmarks, isocenter=args.isocenter, frame=args.frame,
+        carm=args.carm, carm_orientation=args.orientation or "PA", save_trajectory=args.save_trajectory, animate=args.animate,
         mask_frame=args.mask_frame, overrides=overrides, device=device, overwrite=args.overwrite, settings=settings,
     )
+    if args.joint or args.track:  # several views together, or every frame of a run (xvrcore.app.joint)
+        from .joint import run_together
+        return run_together(args, options)
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     token = CancelToken(args.cancel_file, handle_signals=True)  # Ctrl-C: finish cleanly, keep results
     progress = _RegisterProgress(show_bar=not (args.quiet or args.progress_json), verbose=not args.quiet)
@@ -170,9 +192,11 @@ def _training_config(args: argparse.Namespace):
     profile = profile_settings(args.profile, **given)
     return TrainSettings(
         volumes=args.volume, output=args.output, preset=args.preset, ranges=ranges, orientation=args.orientation,
+        modality=args.modality, vessels=args.vessels,
         labelmap=args.labelmap, labels=args.labels, init_from=args.init_from, frame=args.frame, template=args.template,
         iterations=args.iterations, minutes=args.minutes if args.minutes is not None or args.iterations else 5.0,
         warmup_iterations=args.warmup, architecture=args.architecture, parameterization=args.parameterization,
+        sdd=args.sdd, pixel_spacing=args.pixel_spacing,
         device=args.device, threads=args.threads, seed=args.seed, validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every, resume=args.resume,
         progress_bar=not (args.progress_json or args.quiet), **profile,
@@ -196,9 +220,12 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_CANCELLED if result.status == "cancelled" else 0
 
 
-def _add_register(sub) -> None:
+def _add_register(sub, show_settings: bool = False) -> None:
     register = sub.add_parser("register", help="register X-ray/DSA DICOMs to a CT or MRA (one result per X-ray)")
-    add_options(register, REGISTER_OPTIONS)
+    options = REGISTER_OPTIONS
+    if show_settings:
+        options = tuple(replace(o, required=False, nargs="*" if o.positional else o.nargs) for o in options)
+    add_options(register, options)
     register.set_defaults(func=_register)
 
 
@@ -228,7 +255,7 @@ def _model_info(args: argparse.Namespace) -> int:
     from ..learning.model_files import load_model
 
     meta = load_model(args.model).metadata
-    keys = ("architecture", "pose", "camera", "input", "volume", "sampling", "training", "source", "software")
+    keys = ("architecture", "pose", "camera", "input", "volume", "modality", "sampling", "training", "source", "software")
     print(json.dumps({k: meta[k] for k in keys if k in meta}, indent=1))
     return 0
 
@@ -257,7 +284,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EvaluationSettings, run_evaluation, table
 
     config = EvaluationSettings(volume=args.volume, output=args.output, preset=args.preset, n=args.n, labels=args.labels,
-                              structures=tuple(args.structures or ()), seed=args.seed, pixels=args.pixels)
+                              structures=tuple(args.structures or ()), seed=args.seed, pixels=args.pixels,
+                              modality=args.modality, vessels=args.vessels)
     with tqdm(total=args.n, desc="xvrcore evaluate", unit="X-ray", disable=args.quiet) as bar:
         def progress(done: int, total: int, record: dict) -> None:
             final = record["perturbed"]["final"]["mtre_mm"], record["header"]["final"]["mtre_mm"]
@@ -275,12 +303,13 @@ def _add_evaluate(sub) -> None:
 
     ev = sub.add_parser("evaluate", help="accuracy harness: synthetic X-ray DICOMs of a CT, registered and scored")
     ev.add_argument("--volume", required=True, help="CT (NIfTI, NRRD, MHA or a DICOM folder)")
+    add_options(ev, MODALITY_OPTIONS)
     ev.add_argument("--labels", help="label map: register on --structures only")
-    ev.add_argument("--structures", type=int, nargs="*")
+    ev.add_argument("--structures", type=positive_int, nargs="*")
     ev.add_argument("--preset", choices=PRESETS, default="pelvis")
-    ev.add_argument("--n", type=int, default=20, help="number of synthetic X-rays (default: %(default)s)")
-    ev.add_argument("--pixels", type=int, help="detector pixels per side (default: the preset's)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--n", type=positive_int, default=20, help="number of synthetic X-rays (default: %(default)s)")
+    ev.add_argument("--pixels", type=_DETECTOR_PIXELS, help="detector pixels per side (default: the preset's)")
+    ev.add_argument("--seed", type=non_negative_int, default=0)
     ev.add_argument("--output", required=True, help="output folder (re-running resumes)")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_evaluate)
@@ -292,7 +321,7 @@ def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="render frontal and lateral DRRs of the shipped pelvis CT")
     demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
     demo.add_argument("--ct", help="CT to use instead of the shipped pelvis CT")
-    demo.add_argument("--size", type=int, default=384, help="detector columns (default: %(default)s)")
+    demo.add_argument("--size", type=_DETECTOR_PIXELS, default=384, help="detector columns (default: %(default)s)")
     demo.add_argument("--method", choices=METHODS, default="trilinear")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--no-registration", action="store_true", help="only the DRR views (no X-ray registration)")
@@ -305,34 +334,45 @@ def _add_render(sub) -> None:
 
     render = sub.add_parser("render", help="render one DRR of a volume at a pose")
     render.add_argument("--volume", required=True, help="CT (NIfTI, NRRD, MHA or a DICOM folder)")
+    add_options(render, MODALITY_OPTIONS)
     where = render.add_mutually_exclusive_group(required=True)
     where.add_argument("--pose", help="pose JSON in the shared result format")
-    where.add_argument("--carm", type=float, nargs=6, metavar=("ALPHA", "BETA", "GAMMA", "X", "Y", "Z"),
+    where.add_argument("--carm", type=finite_float, nargs=6, metavar=("ALPHA", "BETA", "GAMMA", "X", "Y", "Z"),
                        help="the paper's C-arm parameters (degrees, mm) about the volume centre")
     render.add_argument("--orientation", choices=ORIENTATIONS, default="PA")
-    render.add_argument("--sdd", type=float, default=1020.0, help="source-to-detector distance, mm")
-    render.add_argument("--size", type=int, default=256, help="detector pixels per side")
-    render.add_argument("--spacing", type=float, default=1.4, help="detector pixel spacing, mm")
+    render.add_argument("--sdd", type=positive_float, default=1020.0, help="source-to-detector distance, mm")
+    render.add_argument("--size", type=_DETECTOR_PIXELS, nargs="+", metavar="PIXELS",
+                        help="image size: one number (square) or WIDTH HEIGHT (default: with --carm 256; with --pose "
+                             "the file's image_size, else the size centred on its principal point; a pose file "
+                             "declaring another size is refused)")
+    render.add_argument("--spacing", type=positive_float, default=1.4, help="detector pixel spacing, mm")
     render.add_argument("--method", choices=METHODS, default="trilinear")
-    render.add_argument("--bone-multiplier", type=float, default=1.0)
+    render.add_argument("--bone-multiplier", type=Bounded(float, low=0), default=1.0,
+                        help="scale of bone attenuation over soft tissue (default: %(default)s)")
     render.add_argument("--output", required=True, help="PNG to write (a pose JSON is written beside it)")
     render.set_defaults(func=_render)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``xvrcore`` parser: one sub-command per job, each with its handler as ``func``."""
+def build_parser(show_settings: bool = False) -> argparse.ArgumentParser:
+    """The ``xvrcore`` parser: one sub-command per job, each with its handler as ``func``
+    (``show_settings``: register's inputs, volume and output are optional)."""
     parser = argparse.ArgumentParser(prog="xvrcore", description="X-ray to CT/MRA registration core (SlicerXVR).")
     parser.add_argument("--version", action="version", version=f"xvrcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_render, _add_register, _add_evaluate, _add_train, _add_model):
-        add(sub)
+    for add in (_add_demo, _add_render, _add_register, add_animate, _add_evaluate, _add_train, _add_model):
+        if add is _add_register:
+            add(sub, show_settings)
+        else:
+            add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``xvrcore`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code (2: a clear error,
     3: the disk is full, 130: interrupted)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    # --show-settings needs no inputs: register's required options are relaxed for it.
+    args = build_parser(show_settings="--show-settings" in argv).parse_args(argv)
     try:
         return args.func(args)
     except _EXPECTED_ERRORS as exc:

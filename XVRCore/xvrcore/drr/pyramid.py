@@ -29,7 +29,7 @@ class PyramidLevel:
 
     @property
     def shape_ijk(self) -> tuple[int, int, int]:
-        c, k, j, i = self.data.shape
+        _, k, j, i = self.data.shape
         return i, j, k
 
     @property

@@ -37,7 +37,7 @@ from ..geometry.camera import Intrinsics, camera_directions, pixel_grid
 from .backends import METHODS, Backend, get_backend
 from .pyramid import DRRVolume, PyramidLevel
 
-__all__ = ["DEFAULT_CHUNK_SAMPLES", "METHODS", "render", "render_channels"]
+__all__ = ["DEFAULT_CHUNK_SAMPLES", "METHODS", "integrate_rays", "render", "render_channels"]
 
 # Samples processed at once; bounds the working memory of one chunk to ~0.2-0.4 GB.
 DEFAULT_CHUNK_SAMPLES = 1 << 23
@@ -100,11 +100,28 @@ def render(
         level = volume.choose_level(_footprint(volume, pose, k), lod_bias)
     lvl = volume.level(int(level))
     rays = _rays_in_index_frame(lvl, pose, k, pix, volume.dtype)
-    if backend.by_axis:
-        values = _integrate_by_axis(backend, lvl, *rays, chunk_samples, step)
-    else:
-        values = _integrate_chunked(backend, lvl, 0, *rays, chunk_samples, step)
+    values = integrate_rays(backend, lvl, *rays, chunk_samples=chunk_samples, step=step)
     return values.reshape(volume.channels, pose.shape[0], *out_shape).transpose(0, 1)
+
+
+def integrate_rays(
+    backend: Backend,
+    lvl: PyramidLevel,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    step: float = 0.5,
+) -> torch.Tensor:
+    """Line integrals ``(C, N)`` of rays given in ``lvl``'s voxel-index frame, in bounded chunks.
+
+    ``origins``/``directions`` ``(N, 3)`` (index frame), ``lengths`` ``(N,)``: world mm per unit ray
+    parameter. Every camera model (pinhole, line scan) ends here.
+    """
+    if backend.by_axis:
+        return _integrate_by_axis(backend, lvl, origins, directions, lengths, chunk_samples, step)
+    return _integrate_chunked(backend, lvl, 0, origins, directions, lengths, chunk_samples, step)
 
 
 def _rays_in_index_frame(lvl: PyramidLevel, pose: torch.Tensor, k, pixels: torch.Tensor, dtype: torch.dtype):

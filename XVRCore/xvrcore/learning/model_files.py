@@ -11,10 +11,16 @@ A **model folder** holds two files, each written atomically:
 
 :func:`check_volume` and :func:`check_camera` refuse a model for another CT or another detector
 geometry. Camera conventions: :mod:`xvrcore.conventions`.
+
+Every field of ``model.json`` is checked for its type and range (:func:`check_metadata`), the weights
+file must lie inside the model folder, and the weights must have the shapes of the described
+network (:func:`check_tensors_fit`, against a network built without memory first): a damaged or
+forged model is refused in one line naming its file and the problem.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from dataclasses import dataclass
@@ -26,8 +32,9 @@ import torch
 
 from .. import __version__
 from ..geometry.camera import Detector, Intrinsics
-from ..io.atomic import atomic_write_text, read_json
-from ._files import file_sha256, load_tensors, save_tensors
+from ..io.atomic import FileGroup, read_json
+from ._files import file_sha256, inside_folder, load_tensors, tensor_bytes
+from ._model_json import INTRINSICS, check_fields
 from .network import ArchitectureSpec, InputSpec, PoseModel, PoseSpec
 
 __all__ = [
@@ -40,6 +47,9 @@ __all__ = [
     "LoadedModel",
     "camera_metadata",
     "check_camera",
+    "check_metadata",
+    "check_modality",
+    "check_tensors_fit",
     "check_volume",
     "load_model",
     "read_metadata",
@@ -87,7 +97,8 @@ class LoadedModel:
 
     @property
     def intrinsics(self) -> Intrinsics:
-        return Intrinsics(**self.metadata["camera"]["intrinsics"])
+        k = self.metadata["camera"]["intrinsics"]
+        return Intrinsics(**{name: k[name] for name in INTRINSICS})
 
     @property
     def pose_spec(self) -> PoseSpec:
@@ -113,11 +124,15 @@ class LoadedModel:
 
 
 def save_model(directory: str | Path, model: PoseModel, metadata: dict) -> Path:
-    """Write ``model.safetensors`` then ``model.json`` (which records the weights' hash)."""
+    """Write ``model.safetensors`` and ``model.json`` (which records the weights' hash).
+
+    Both files are complete on disk before either replaces its old version (:class:`~xvrcore.io.atomic.FileGroup`),
+    so a full disk leaves the old pair; a kill while they are renamed leaves no ``model.json``, never
+    a mixed pair (which the hash would refuse anyway).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / MODEL_WEIGHTS
-    save_tensors(weights, model.regressor.state_dict(), {"format": FORMAT})
+    weights = tensor_bytes(model.regressor.state_dict(), {"format": FORMAT})
     meta = {
         **metadata,
         "format": FORMAT,
@@ -125,9 +140,13 @@ def save_model(directory: str | Path, model: PoseModel, metadata: dict) -> Path:
         "architecture": metadata["architecture"],
         "pose": model.spec.to_dict(),
         "software": software_versions(),
-        "weights": {"file": MODEL_WEIGHTS, "sha256": file_sha256(weights)},
+        "weights": {"file": MODEL_WEIGHTS, "sha256": hashlib.sha256(weights).hexdigest()},
     }
-    atomic_write_text(directory / MODEL_JSON, json.dumps(meta, indent=1, default=_json_default) + "\n")
+    text = json.dumps(meta, indent=1, default=_json_default) + "\n"
+    with FileGroup() as files:  # model.json last: it marks the pair as complete
+        files.write(directory / MODEL_WEIGHTS, lambda tmp: tmp.write_bytes(weights))
+        files.write(directory / MODEL_JSON, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        files.commit()
     return directory
 
 
@@ -141,37 +160,88 @@ def _json_default(value: Any):
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def read_metadata(path: str | Path) -> tuple[dict, Path]:
-    """``model.json`` of a model folder (or the JSON file itself), checked for our format."""
-    path = Path(path)
-    meta_path = path / MODEL_JSON if path.is_dir() else path
-    if meta_path.suffix == ".pth":
+def _metadata_file(path: Path) -> Path:
+    """The ``model.json`` that ``path`` (a model folder or the JSON file itself) stands for."""
+    if path.is_dir():
+        meta_path = path / MODEL_JSON
+        if not meta_path.is_file():
+            raise CheckpointError(f"no model found in {path}: expected {MODEL_JSON} and {MODEL_WEIGHTS} in it")
+        return meta_path
+    if path.suffix == ".pth":
         raise CheckpointError(f"{path} is an xvr checkpoint (pickle); convert it first: xvrcore model import-xvr {path} OUT_DIR")
-    if not meta_path.is_file():
+    if not path.exists():
         raise CheckpointError(f"no model found at {path}: expected a folder with {MODEL_JSON} and {MODEL_WEIGHTS}")
+    if path.suffix != ".json":
+        what = "an empty file" if path.is_file() and path.stat().st_size == 0 else "a file"
+        raise CheckpointError(f"{path} is {what}, not a model folder: expected a folder with {MODEL_JSON} and {MODEL_WEIGHTS}")
+    return path
+
+
+def _read(path: str | Path) -> tuple[dict, Path]:
+    meta_path = _metadata_file(Path(path))
     meta = read_json(meta_path, CheckpointError, "model metadata JSON")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not an xvrcore model (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path} was written by a newer xvrcore (format {meta['format_version']}); update xvrcore")
+    check_metadata(meta, meta_path)
+    return meta, meta_path
+
+
+def check_metadata(meta: dict, source: Path) -> None:
+    """Refuse ``model.json`` (read from ``source``) unless every field has a usable type and value."""
+    check_fields(meta, source, CheckpointError, FORMAT_VERSION)
+
+
+def read_metadata(path: str | Path) -> tuple[dict, Path]:
+    """``model.json`` of a model folder (or the JSON file itself), checked field by field, and its folder."""
+    meta, meta_path = _read(path)
     return meta, meta_path.parent
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model folder (no unpickling): the weights must match the hash recorded beside them."""
-    meta, folder = read_metadata(path)
-    weights = folder / meta["weights"]["file"]
+    """Load a model folder (no unpickling): the weights must match the hash recorded beside them
+    and have the shapes of the described network."""
+    meta, meta_path = _read(path)
+    folder = meta_path.parent
+    weights = inside_folder(folder, meta["weights"]["file"], CheckpointError, str(meta_path), "weights.file", beside=meta_path)
     if not weights.is_file():
-        raise CheckpointError(f"{folder}: weights file {weights.name} is missing")
+        raise CheckpointError(f"{weights}: the weights file named by {meta_path.name} is missing")
     if file_sha256(weights) != meta["weights"]["sha256"]:
-        raise CheckpointError(f"{folder}: {weights.name} does not match {MODEL_JSON} (interrupted copy?); refusing it")
-    try:
-        arch = ArchitectureSpec.from_dict(meta["architecture"])
-        model = arch.build(PoseSpec.from_dict(meta["pose"]))
-        model.regressor.load_state_dict(load_tensors(weights), strict=True)
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"{folder}: weights do not fit the described network: {exc}") from None
+        raise CheckpointError(f"{weights}: does not match the SHA-256 in {meta_path.name} (interrupted copy?); refusing it")
+    tensors = load_tensors(weights, CheckpointError)
+    arch, pose = _network_specs(meta)
+    with torch.device("meta"):  # the shapes the network needs, without allocating it
+        expected = arch.build(pose).regressor.state_dict()
+    check_tensors_fit(expected, tensors, str(weights))
+    model = arch.build(pose)
+    model.regressor.load_state_dict(tensors, strict=True)
     return LoadedModel(model.to(device).eval(), meta, folder)
+
+
+def check_tensors_fit(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse ``tensors`` unless they are exactly the network's (names, shapes, kinds) and finite."""
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{source}: lacks {len(missing)} tensor(s) of the network (first: {missing[0]})")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise CheckpointError(f"{source}: holds {len(extra)} tensor(s) the network does not have (first: {extra[0]})")
+    for name, want in expected.items():
+        have = tensors[name]
+        if tuple(have.shape) != tuple(want.shape):
+            raise CheckpointError(f"{source}: tensor {name} has shape {tuple(have.shape)}, the network needs {tuple(want.shape)}")
+        if have.is_floating_point() != want.is_floating_point():
+            raise CheckpointError(f"{source}: tensor {name} holds {have.dtype} values, the network needs {want.dtype}")
+        if have.is_floating_point() and not bool(torch.isfinite(have).all()):
+            raise CheckpointError(f"{source}: tensor {name} holds non-finite values (NaN or Inf)")
+
+
+def _network_specs(meta: dict) -> tuple[ArchitectureSpec, PoseSpec]:
+    """The network ``meta`` describes (its fields checked by :func:`check_metadata`)."""
+    a, p = meta["architecture"], meta["pose"]
+    arch = ArchitectureSpec(a["name"], a["width"], a.get("norm") or "groupnorm", a.get("in_channels") or 1)
+    pose = PoseSpec(p["parameterization"], p["convention"], p["orientation"],
+                    tuple(float(v) for v in p["translation_offset"]), float(p["translation_scale"]))
+    return arch, pose
 
 
 def check_volume(meta: dict, fingerprint: str | None, *, allow_other: bool = False, what: str = "this model") -> None:
@@ -185,6 +255,20 @@ def check_volume(meta: dict, fingerprint: str | None, *, allow_other: bool = Fal
         raise CheckpointMismatchError(
             f"{what} was trained on another CT (fingerprint {volume['sha256'][:12]}…, this CT {fingerprint[:12]}…); "
             "train a model for this CT, or finetune this one with --init-from"
+        )
+
+
+def check_modality(meta: dict, modality: str, what: str = "this model") -> None:
+    """Refuse a model trained on the other modality: a CT model has seen anatomy, an MRA model vessels only.
+
+    xvrcore models from before the modality was recorded were all trained on CTs; an imported xvr
+    checkpoint does not say, so it is not checked.
+    """
+    trained = meta.get("modality", "ct" if "created_by" in meta else None)
+    if trained is not None and trained != modality:
+        raise CheckpointMismatchError(
+            f"{what} was trained on {trained.upper()} volumes and cannot register to an {modality.upper()} one; "
+            f"train a model on this volume, or give --modality {trained} if the volume is really one"
         )
 
 

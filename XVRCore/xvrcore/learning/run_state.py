@@ -5,6 +5,13 @@ A training run (``xvrcore train --output DIR``) holds the latest model files
 ``state.safetensors`` + ``state.json`` (optimizer, iteration, history, random state), each folder
 written under a temporary name and renamed into place, and ``LATEST`` naming the newest complete one.
 
+A checkpoint is one unit: its folder appears complete or not at all. A kill while one is written
+leaves its temporary folder (``.tmp-checkpoint-<pid>@<host>-…``); :func:`clean_stale_temporaries`
+removes those whose process is gone — never one that a live run on this machine is still writing.
+A full disk while one is written removes the temporary, keeps the previous checkpoint and
+``LATEST`` untouched, and raises the ``OSError`` naming the checkpoint
+(:func:`xvrcore.io.atomic.is_disk_full`).
+
 The state is a nested tree of dicts, lists, tuples, plain values and tensors: the tensors go to the
 safetensors file, the tree (with the types of dict keys and of tuples) to the JSON file.
 """
@@ -15,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,15 +30,17 @@ from typing import Any
 
 import torch
 
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, is_disk_full, read_json
+from ..io.processes import process_alive
 from ._files import load_tensors, save_tensors
-from .model_files import MODEL_JSON
+from .model_files import MODEL_JSON, CheckpointError
 
 __all__ = [
     "LATEST",
     "STATE_JSON",
     "STATE_TENSORS",
     "checkpoint_name",
+    "clean_stale_temporaries",
     "latest_checkpoint",
     "load_state",
     "save_state",
@@ -41,6 +51,8 @@ STATE_JSON = "state.json"
 STATE_TENSORS = "state.safetensors"
 LATEST = "LATEST"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_TMP_PREFIX = ".tmp-checkpoint-"
+_TMP_RE = re.compile(r"^\.tmp-checkpoint-(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9._]*)-)?")
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -84,29 +96,80 @@ def save_state(directory: Path, state: dict) -> None:
 
 
 def load_state(directory: Path) -> dict:
-    """The tree :func:`save_state` wrote (tensors on the CPU)."""
-    tree = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
-    return _decode(tree, load_tensors(directory / STATE_TENSORS))
+    """The tree :func:`save_state` wrote (tensors on the CPU); a damaged one raises :class:`CheckpointError`."""
+    tree = read_json(directory / STATE_JSON, CheckpointError, "training state")
+    tensors = load_tensors(directory / STATE_TENSORS, CheckpointError)
+    try:
+        state = _decode(tree, tensors)
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{directory / STATE_JSON}: damaged training state ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{directory / STATE_JSON}: damaged training state (not a dict)")
+    return state
 
 
 def write_checkpoint(output: Path, iteration: int, write: Callable[[Path], None], keep: int = 2) -> Path:
     """Write a checkpoint folder atomically (temporary folder, rename) and point ``LATEST`` at it."""
     output.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(iteration)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-checkpoint-", dir=output))
+    final = output / name
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}@{_host()}-", dir=output))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; checkpoints are ordinary folders
         write(tmp)
-        final = output / name
-        if final.exists():  # the same iteration written again (e.g. cancelled right after a save)
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
+        _move_into_place(tmp, final)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc) and isinstance(exc, OSError):
+            exc.filename = str(final)  # the checkpoint the disk had no room for, not a file of its temporary
         raise
     atomic_write_text(output / LATEST, name + "\n")
     for old in _checkpoints(output)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    return output / name
+    return final
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; an existing ``final`` (the same iteration saved again) is set aside
+    first and removed after, so there is always a complete folder of that name or a complete one beside."""
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    aside = tmp.with_name(tmp.name + "-replaced")
+    os.rename(final, aside)
+    os.rename(tmp, final)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def clean_stale_temporaries(output: str | Path) -> list[Path]:
+    """Remove the temporary checkpoint folders that interrupted runs left in ``output``; returns them.
+
+    A temporary is stale when its process (the pid and host in its name) is gone; those of live
+    processes, and those of other machines (which this one cannot check), are kept. Temporaries
+    without an owner in their name were left by older versions and are removed.
+    """
+    output, removed = Path(output), []
+    if not output.is_dir():
+        return removed
+    for path in sorted(output.iterdir()):
+        owner = _TMP_RE.match(path.name)
+        if owner is None or not path.is_dir() or path.is_symlink():
+            continue
+        if owner["pid"] is not None and (owner["host"] != _host() or process_alive(int(owner["pid"]))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _checkpoints(output: Path) -> list[Path]:
@@ -115,12 +178,12 @@ def _checkpoints(output: Path) -> list[Path]:
 
 
 def latest_checkpoint(output: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a training run, or None."""
+    """The newest complete checkpoint folder of a training run, or None (``LATEST`` may only name one of them)."""
     output = Path(output)
-    pointer = output / LATEST
-    if pointer.is_file():
-        candidate = output / pointer.read_text(encoding="utf-8").strip()
-        if (candidate / STATE_JSON).is_file():
-            return candidate
     complete = [p for p in _checkpoints(output) if (p / STATE_JSON).is_file() and (p / MODEL_JSON).is_file()]
-    return complete[-1] if complete else None
+    try:
+        named = (output / LATEST).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        named = None
+    chosen = [p for p in complete if p.name == named]
+    return chosen[0] if chosen else (complete[-1] if complete else None)

@@ -10,6 +10,10 @@ radiologist looks at the failed ones first.
 The calibration comes from synthetic X-rays, whose similarity to the DRR is higher than a real
 X-ray's at the same accuracy (real images hold anatomy and devices the CT lacks). Recalibrate on
 data from your own setting with :func:`fit` (``xvrcore evaluate`` writes the pairs).
+
+Below :data:`CHANCE_SIMILARITY` a result is no registration at all (:func:`at_chance_level`): an
+image unrelated to the CT reaches that much by the optimiser's fitting alone, so such a result is a
+failure, not a result to check.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_MODEL", "QualityModel", "assess", "fit", "load_model", "save_model"]
+__all__ = ["CHANCE_SIMILARITY", "DEFAULT_MODEL", "QualityModel", "assess", "at_chance_level", "fit", "load_model",
+           "save_model"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,18 @@ class QualityModel:
 # 29 successes (final similarity 0.71–0.93), 19 failures (−0.01–0.46).
 DEFAULT_MODEL = QualityModel(intercept=-16.206, slope=27.748, pass_probability=0.5,
                              source="synthetic pelvis X-rays, 48 registrations (xvrcore 0.1.0)")
+
+
+# The final similarity an unrelated X-ray reaches on the torso CT (64² X-rays, default schedule from a
+# header start): white noise 0.06 (0.07 with the retries), smoothed noise 0.13 (0.14); the
+# calibration's failed registrations (wrong optima of real views) end at -0.01-0.46, its successes
+# at >= 0.71. 0.2 sits above every unrelated image and far below any success (P(<1 mm) ~ 2e-5).
+CHANCE_SIMILARITY = 0.2
+
+
+def at_chance_level(similarity: float) -> bool:
+    """Whether a final similarity is no better than an unrelated image's (NaN counts as chance)."""
+    return not (math.isfinite(similarity) and similarity > CHANCE_SIMILARITY)
 
 
 def assess(similarity: float, model: QualityModel = DEFAULT_MODEL) -> dict:

@@ -7,8 +7,9 @@ Landmarks file (JSON)::
      "labels": ["L5 tip", ...]}        # optional
 
 ``points_3d`` may instead name a Slicer markups file (``*.mrk.json``, path relative to the
-landmarks file): its control points are used in order, or matched by label when ``labels`` is
-given; LPS coordinates are converted to RAS.
+landmarks file, inside its folder: a name that leaves it — ``..``, an absolute path, a link out —
+is refused): its control points are used in order, or matched by label when ``labels`` is given;
+LPS coordinates are converted to RAS. A file holds at most :data:`MAX_LANDMARKS` pairs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from ..conventions import LPS_TO_RAS
 from ..io.atomic import atomic_write_text, read_json
 from .pnp import LandmarkError, check_inputs
 
-__all__ = ["Landmarks", "read_landmarks", "write_landmarks"]
+__all__ = ["MAX_LANDMARKS", "Landmarks", "read_landmarks", "write_landmarks"]
+
+# Far more than anyone clicks; bounds the pairwise checks (quadratic in the count) a file can ask for.
+MAX_LANDMARKS = 1000
 
 
 @dataclass
@@ -34,21 +38,44 @@ class Landmarks:
     source: str = "landmarks"
 
 
-def _markups_points(path: Path, labels: list[str] | None, source: str) -> np.ndarray:
-    if not path.exists():
-        raise LandmarkError(f"{source}: the markups file {path} was not found")
+def _markups_file(landmarks: Path, name: str) -> Path:
+    """The markups file ``name`` given in ``landmarks``, which must stay inside the landmarks file's folder."""
+    folder = landmarks.parent
+    relative = Path(name)
+    if not name.strip() or relative.is_absolute() or relative.drive or ".." in relative.parts:
+        raise LandmarkError(f"{landmarks}: points_3d {name!r} leaves the landmarks file's folder; name a markups file inside {folder}")
+    target = folder / relative
+    roots = (folder.resolve(), landmarks.resolve().parent)
+    if not any(target.resolve().is_relative_to(root) for root in roots):
+        raise LandmarkError(f"{landmarks}: points_3d {name!r} links to {target.resolve()}, outside {folder}; refusing to follow it")
+    if not target.is_file():
+        raise LandmarkError(f"{landmarks}: the markups file {target} was not found")
+    return target
+
+
+def _control_points(path: Path) -> tuple[bool, list[dict]]:
+    """Whether the markups file's first list is in LPS, and its control points."""
     data = read_json(path, LandmarkError, "Slicer markups JSON")
     markups = data.get("markups") if isinstance(data, dict) else None
-    if not markups:
+    if not isinstance(markups, list) or not markups or not isinstance(markups[0], dict):
         raise LandmarkError(f"{path}: no 'markups' list; expected a Slicer markups file (*.mrk.json)")
-    mk = markups[0]
-    lps = str(mk.get("coordinateSystem", "LPS")).upper() == "LPS"
+    points = markups[0].get("controlPoints", [])
+    if not isinstance(points, list) or not all(isinstance(cp, dict) for cp in points):
+        raise LandmarkError(f"{path}: 'controlPoints' must be a list of objects")
+    return str(markups[0].get("coordinateSystem", "LPS")).upper() == "LPS", points
+
+
+def _markups_points(path: Path, labels: list[str] | None) -> np.ndarray:
+    lps, control_points = _control_points(path)
     points = {}
     ordered = []
-    for cp in mk.get("controlPoints", []):
+    for cp in control_points:
         if "position" not in cp or cp.get("positionStatus", "defined") != "defined":
             continue
-        pos = np.asarray(cp["position"], dtype=np.float64) * (np.array(LPS_TO_RAS) if lps else 1.0)
+        try:
+            pos = np.asarray(cp["position"], dtype=np.float64).reshape(3) * (np.array(LPS_TO_RAS) if lps else 1.0)
+        except (TypeError, ValueError):
+            raise LandmarkError(f"{path}: control point {cp.get('label', '')!r} has no [x, y, z] position") from None
         points[str(cp.get("label", ""))] = pos
         ordered.append(pos)
     if labels is None:
@@ -59,20 +86,32 @@ def _markups_points(path: Path, labels: list[str] | None, source: str) -> np.nda
     return np.asarray([points[name] for name in labels])
 
 
+def _point_list(data: dict, key: str, path: Path) -> list:
+    value = data[key]
+    if not isinstance(value, list):
+        raise LandmarkError(f"{path}: {key} must be a list of coordinates, not {type(value).__name__}")
+    if len(value) > MAX_LANDMARKS:
+        raise LandmarkError(f"{path}: {len(value)} landmarks; at most {MAX_LANDMARKS} are read")
+    return value
+
+
 def read_landmarks(path: str | Path) -> Landmarks:
     """Read a landmarks JSON (see the module docstring)."""
     path = Path(path)
     data = read_json(path, LandmarkError, "landmarks file")
     if not isinstance(data, dict) or "points_2d" not in data or "points_3d" not in data:
         raise LandmarkError(f"{path}: expected {{\"points_2d\": [[u, v], ...], \"points_3d\": [[x, y, z], ...]}}")
+    p2 = _point_list(data, "points_2d", path)
     labels = data.get("labels")
-    if labels is not None and (not isinstance(labels, list) or len(labels) != len(data["points_2d"])):
+    if labels is not None and (not isinstance(labels, list) or len(labels) != len(p2)):
         raise LandmarkError(f"{path}: 'labels' must list one name per image point")
     p3 = data["points_3d"]
     if isinstance(p3, str):
-        p3 = _markups_points(path.parent / p3, [str(v) for v in labels] if labels else None, str(path))
+        p3 = _markups_points(_markups_file(path, p3), [str(v) for v in labels] if labels else None)
+    else:
+        p3 = _point_list(data, "points_3d", path)
     try:
-        p2, p3 = np.asarray(data["points_2d"], dtype=np.float64), np.asarray(p3, dtype=np.float64)
+        p2, p3 = np.asarray(p2, dtype=np.float64), np.asarray(p3, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise LandmarkError(f"{path}: landmark coordinates must be numbers ({exc})") from None
     try:

@@ -15,6 +15,16 @@ The xvr paper's test-time optimisation (Methods M.6), made faster and more robus
   keeps its best pose.
 * **Stages' similarity**: coarse stages weigh the smooth global NCC more; the final stages use
   the paper's 50/50 objective, whose gradient-NCC half pins the depth.
+
+Before any of it, an X-ray without contrast or a start that is no view of the volume is refused
+(:func:`~xvrcore.registration.checks.check_start`).
+
+**Budget and cancel** (:class:`~xvrcore.registration.problem.Clock`): the time budget bounds the whole
+registration, the searches and retries included, and ``should_stop`` ends it the same way. Both are
+polled before every search chunk (``SearchSettings.batch`` DRRs at the first stage's size), before
+every stage and after every iteration, and no retry starts once either has fired. The overshoot past
+the budget (or past a cancel) is therefore the render under way — one search chunk or one iteration —
+plus the two renders at the finest stage that score the result and the start for the record.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ import torch
 
 from ..drr import DRRVolume
 from ..geometry.camera import Intrinsics
+from ..io.trajectory import record_sample
 from ..metrics.similarity import registration_similarity
+from .checks import check_start
 from .pose_update import PoseUpdate
 from .problem import Clock, Problem
 from .search import best_candidate
@@ -56,7 +68,11 @@ def register(
         mask: ``(H, W)``, 1 where the pixel shows anatomy (not collimator/shutter).
         center: rotation centre (world mm); the volume centre by default.
         progress: called with a dict after each iteration (attempt, stage, iteration, similarity, …).
-        should_stop: polled every iteration; True ends the registration with the best pose so far.
+        should_stop: polled before every search chunk and after every iteration; True ends the registration
+            with the best pose so far.
+
+    Raises :class:`~xvrcore.registration.checks.UnregistrableInput` for an X-ray without contrast or a
+    start pose that is no view of the volume.
     """
     clock = Clock.start(settings, should_stop)
     xray = torch.as_tensor(xray, dtype=volume.dtype, device=volume.device)
@@ -65,6 +81,7 @@ def register(
     start = torch.as_tensor(initial_camera_to_world, dtype=torch.float64).reshape(4, 4).to(volume.device)
     center = (volume.center if center is None else torch.as_tensor(center, dtype=torch.float64)).to(volume.device)
     problem = Problem(volume, xray, intrinsics, mask, center, settings.method)
+    check_start(problem, start)
     searches = (settings.search, *settings.retry_searches)
     result = None
     for number, search in enumerate(searches, start=1):
@@ -73,7 +90,7 @@ def register(
         attempt = _attempt(problem, start, search, clock, _numbered(progress, number, len(searches)))
         result = attempt if result is None else _better(result, attempt)
     result.initial_similarity = problem.similarity(start, settings.stages[-1])
-    result.seconds = time.perf_counter() - clock.started
+    result.seconds = clock.elapsed()
     return result
 
 
@@ -98,14 +115,14 @@ def _attempt(problem: Problem, start: torch.Tensor, search: SearchSettings | Non
     """One search (if any) followed by the coarse-to-fine stages."""
     stages = clock.settings.stages
     result = RegistrationResult(start.clone(), start.clone(), math.nan, math.nan)
-    pose = start if search is None else best_candidate(problem, start, search, stages[0])
+    pose = start if search is None else best_candidate(problem, start, search, stages[0], clock.stopped)
     for index, stage in enumerate(stages):
+        if clock.stopped():  # the budget or a cancel came during the search or the stage before
+            break
         t_stage = time.perf_counter()
         run = _StageRun(problem, stage, index, clock, result, progress)
         pose, best, iterations = run.optimise(pose)
         result.stages.append(StageLog(run.size, iterations, best, time.perf_counter() - t_stage))
-        if clock.stopped():
-            break
     result.camera_to_world = pose.detach()
     result.similarity = problem.similarity(pose, stages[-1])
     return result
@@ -143,7 +160,7 @@ class _StageRun:
             if v > best_value:
                 best_value, best_pose = v, current.detach()
             optimizer.step()
-            self._report(iteration, v, best_value)
+            self._report(iteration, v, best_value, current)
             verdict = plateau.update(v)
             if verdict == "stop":
                 break
@@ -154,8 +171,10 @@ class _StageRun:
                 break
         return best_pose, best_value, iteration
 
-    def _report(self, iteration: int, value: float, best: float) -> None:
-        self.result.trajectory.append({"stage": self.index, "iteration": iteration, "similarity": value})
+    def _report(self, iteration: int, value: float, best: float, pose: torch.Tensor) -> None:
+        record_sample(self.result.trajectory, {"stage": self.index, "stages": len(self.clock.settings.stages),
+                                               "size": list(self.size), "iteration": iteration, "similarity": value,
+                                               "camera_to_world": pose.detach().cpu()})  # thinned: io.trajectory
         if self.progress is not None:
             self.progress({"stage": self.index, "stages": len(self.clock.settings.stages), "iteration": iteration,
                            "iterations": self.stage.iterations, "similarity": value, "best": best})

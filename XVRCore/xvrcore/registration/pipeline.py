@@ -9,30 +9,57 @@ landmarks or a trained network), refine it by intensity-based registration on th
 The JSON is written last, so its presence marks a finished input: a re-run skips inputs whose
 JSON exists and reads back as a valid result, and a crash or a cancel loses only the input in
 progress. One input's failure (a DICOM without geometry, a pose JSON for another image size, …)
-is reported and the others go on. The volume (and the structure volumes for the outlines) is
-prepared once per run.
+is reported and the others go on. So is an input that cannot be registered or a result that is no
+registration (:mod:`xvrcore.registration.checks`: no contrast, a start or result that misses the
+volume or puts the source inside it, a similarity at chance level): failed, nothing written. The
+volume (and the structure volumes for the outlines) is prepared once per run.
 
 Progress goes to a callback (the command line's progress bar) and, when asked, to JSON-line
 events (:func:`xvrcore.io.events.emit`): ``run_start``, ``input_start``, ``progress``, ``input_done``,
-``input_skipped``, ``input_failed``, ``cancelled``, ``run_done``. ``should_stop`` (e.g. a
-:class:`~xvrcore.io.events.CancelToken`) is polled between inputs and every registration iteration.
+``input_skipped``, ``input_failed``, ``cancelled``, ``run_done``, and ``warning`` (a choice made for the
+user: a series picked, a label map resampled, a stale lock taken over). The input events carry ``input``
+(the file name), ``stem`` (its output name, :func:`~xvrcore.registration.inputs.name_inputs`) and
+``sop_instance_uid``. ``should_stop`` (e.g. a :class:`~xvrcore.io.events.CancelToken`) is polled
+between inputs, between the structures of a label map, before every search chunk and after every
+registration iteration.
+
+The output folder is locked for the run (:func:`~xvrcore.registration.outputs.open_output_folder`:
+also the check that it is writable, before anything is loaded); a full disk stops the batch, keeping
+what is finished (exit code 3).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..io.atomic import is_disk_full
 from ..io.events import emit
+from ..volume import LabelGridWarning
+from ..volume.dicom_series import SeriesChoiceWarning
+from ..volume.modality import ModalityWarning
 from ..xray import read_xray
+from .animation import write_watch_outputs
 from .batch import InputOutcome, PipelineSettings, RunSummary
-from .inputs import collect_inputs, input_stem
+from .checks import result_failure
+from .dsa import register_dsa
+from .inputs import BatchInput, collect_inputs, input_stem
 from .optimizer import register
-from .outputs import is_finished, output_paths, result_record, write_outputs
+from .outputs import (
+    discard_unfinished,
+    input_identity,
+    is_finished,
+    open_output_folder,
+    output_paths,
+    plan_outputs,
+    result_record,
+    write_outputs,
+)
 from .start import STARTS, find_start, start_method
 from .target import RegistrationTarget, prepare_target
 
@@ -74,11 +101,16 @@ class _Reporter:
         return progress
 
 
-def _register_one(path: Path, index: int, settings: PipelineSettings, target: RegistrationTarget, report: _Reporter,
-                  should_stop) -> InputOutcome | None:
+def _about(item: BatchInput) -> dict[str, Any]:
+    """The fields that say which input an event is about."""
+    return {"input": item.path.name, "stem": item.name, "sop_instance_uid": item.sop_instance_uid}
+
+
+def _register_one(item: BatchInput, index: int, settings: PipelineSettings, target: RegistrationTarget,
+                  report: _Reporter, should_stop) -> InputOutcome | None:
     """Register one X-ray and write its results; None if cancelled (the best pose so far is not a result)."""
     t0 = time.perf_counter()
-    stem = input_stem(path)
+    path, stem = item.path, item.name
     paths = output_paths(settings.output, stem)
     xray = read_xray(path, frame=settings.frame, mask_frame=settings.mask_frame, overrides=settings.overrides)
     t_read = time.perf_counter()
@@ -86,19 +118,29 @@ def _register_one(path: Path, index: int, settings: PipelineSettings, target: Re
     t_init = time.perf_counter()
     device = target.drr.device
     center = torch.as_tensor(settings.isocenter, dtype=torch.float64) if settings.isocenter is not None else None
-    result = register(target.drr, torch.as_tensor(xray.pixels), xray.intrinsics, start.camera_to_world.to(device),
-                      mask=torch.as_tensor(xray.mask), center=center, settings=settings.settings,
-                      progress=report.iterations(index, path.name), should_stop=should_stop)
+    register_with = register_dsa if target.vessel_only else register  # a vessel-only DRR: a DSA's similarity
+    result = register_with(target.drr, torch.as_tensor(xray.pixels), xray.intrinsics, start.camera_to_world.to(device),
+                           mask=torch.as_tensor(xray.mask), center=center, settings=settings.settings,
+                           progress=report.iterations(index, path.name), should_stop=should_stop)
     t_reg = time.perf_counter()
     if should_stop is not None and should_stop():
         return None
+    failure = result_failure(target.drr, xray.intrinsics, torch.as_tensor(xray.mask), result)
+    if failure is not None:  # no registration: said, and nothing written that a re-run would take as finished
+        return InputOutcome(path.name, "failed", message=f"{path.name}: the registration failed: {failure}; "
+                            "no result written", similarity=result.similarity, name=stem)
     pose = result.camera_to_world.detach().cpu().to(torch.float64)
-    record = result_record(xray, target, start, result, settings.settings, paths, str(device))
+    record = result_record(xray, target, start, result, settings.settings, paths, str(device), item=item, run=settings)
     record["timings_s"] = {"read": round(t_read - t0, 3), "initialize": round(t_init - t_read, 3),
                            "register": round(t_reg - t_init, 3)}
+    if settings.save_trajectory or settings.animate:  # before the JSON, which marks the input finished
+        watched = write_watch_outputs(settings, stem, xray, target.drr, result, should_stop)
+        if watched is None:
+            return None
+        record["outputs"].update({key: p.name for key, p in watched.items()})
     write_outputs(paths, xray, target, pose, result, record, t0)
     return InputOutcome(path.name, "done", str(paths["json"]), similarity=result.similarity,
-                        seconds=time.perf_counter() - t0)
+                        seconds=time.perf_counter() - t0, name=stem)
 
 
 def _failure_message(exc: BaseException, name: str) -> str:
@@ -106,14 +148,24 @@ def _failure_message(exc: BaseException, name: str) -> str:
     return text if name in text else f"{name}: {text}"
 
 
-def _outcome(path: Path, index: int, settings: PipelineSettings, target, report, should_stop) -> InputOutcome | None:
+def _disk_full_message(exc: BaseException, name: str) -> str:
+    where = getattr(exc, "filename", None)  # io.atomic names the file, not its temporary
+    written = f" while writing {Path(str(where)).name}" if where else ""
+    return f"{name}: the disk is full{written}; stopped the batch (finished results are kept); free space and run again"
+
+
+def _outcome(item: BatchInput, index: int, settings: PipelineSettings, target, report, should_stop) -> InputOutcome | None:
     """:func:`_register_one`, with a failure turned into a failed outcome (the other inputs go on)."""
+    name = item.path.name
     try:
-        return _register_one(path, index, settings, target, report, should_stop)
+        return _register_one(item, index, settings, target, report, should_stop)
     except (ValueError, OSError) as exc:  # bad DICOM, pose or landmarks file: the input's fault
-        return InputOutcome(path.name, "failed", message=_failure_message(exc, path.name), bad_input=True)
-    except Exception as exc:
-        return InputOutcome(path.name, "failed", message=_failure_message(exc, path.name) + f" ({type(exc).__name__})")
+        if is_disk_full(exc):  # not the input's fault, and the next one would fail alike
+            return InputOutcome(name, "failed", message=_disk_full_message(exc, name), disk_full=True, name=item.name)
+        return InputOutcome(name, "failed", message=_failure_message(exc, name), bad_input=True, name=item.name)
+    except Exception as exc:  # noqa: BLE001 - an unforeseen fault fails this input, not the batch
+        return InputOutcome(name, "failed", message=_failure_message(exc, name) + f" ({type(exc).__name__})",
+                            name=item.name)
 
 
 def _check_start_files(settings: PipelineSettings) -> None:
@@ -124,39 +176,60 @@ def _check_start_files(settings: PipelineSettings) -> None:
             raise ValueError(f"{given or 'no file given'}: the {what} file for the start pose was not found ({flag})")
 
 
-def _split_finished(files: list[Path], settings: PipelineSettings, report: _Reporter):
-    """Outcomes of the inputs already registered (skipped), and the ``(index, path)`` of the others."""
+def _split_finished(items: list[BatchInput], settings: PipelineSettings, report: _Reporter):
+    """Outcomes of the inputs already registered (skipped), and the ``(index, item)`` of the others, whose
+    leftovers of an interrupted run are removed."""
     skipped, todo = [], []
-    for index, path in enumerate(files):
-        paths = output_paths(settings.output, input_stem(path))
-        if not settings.overwrite and is_finished(paths):
-            skipped.append(InputOutcome(path.name, "skipped", str(paths["json"])))
-            report("input_skipped", index=index, total=len(files), input=path.name, json=str(paths["json"]))
+    for index, item in enumerate(items):
+        paths = output_paths(settings.output, item.name)
+        if not settings.overwrite and is_finished(paths, input_identity(item, settings)):
+            skipped.append(InputOutcome(item.path.name, "skipped", str(paths["json"]), name=item.name))
+            report("input_skipped", index=index, total=len(items), **_about(item), json=str(paths["json"]))
         else:
-            todo.append((index, path))
+            discard_unfinished(paths)
+            todo.append((index, item))
     return skipped, todo
 
 
 def _run(todo, settings: PipelineSettings, target, report: _Reporter, should_stop) -> tuple[list[InputOutcome], bool]:
     """Register the inputs in turn; returns their outcomes and whether the run was cancelled."""
     outcomes: list[InputOutcome] = []
-    for index, path in todo:
+    for index, item in todo:
         if should_stop is not None and should_stop():
             return outcomes, True
-        report("input_start", index=index, total=report.total, input=path.name)
+        report("input_start", index=index, total=report.total, **_about(item))
         t_start = time.perf_counter()
-        outcome = _outcome(path, index, settings, target, report, should_stop)
+        outcome = _outcome(item, index, settings, target, report, should_stop)
         if outcome is None:
-            outcomes.append(InputOutcome(path.name, "cancelled"))
+            outcomes.append(InputOutcome(item.path.name, "cancelled", name=item.name))
             return outcomes, True
         outcome.seconds = time.perf_counter() - t_start
         outcomes.append(outcome)
         if outcome.status == "done":
-            report("input_done", index=index, total=report.total, input=path.name, json=outcome.json_path,
+            report("input_done", index=index, total=report.total, **_about(item), json=outcome.json_path,
                    similarity=outcome.similarity, seconds=round(outcome.seconds, 3))
         else:
-            report("input_failed", index=index, total=report.total, input=path.name, error=outcome.message)
+            report("input_failed", index=index, total=report.total, **_about(item), error=outcome.message)
+            if outcome.disk_full:  # stop: keep what is finished, lose no more work
+                return outcomes, True
     return outcomes, False
+
+
+_SAID_WARNINGS = (SeriesChoiceWarning, LabelGridWarning, ModalityWarning)  # choices made for the user: said and recorded
+
+
+def _prepare(settings: PipelineSettings, report: _Reporter, should_stop=None) -> RegistrationTarget:
+    """:func:`prepare_target`, with the choices it made for the user reported and kept for the result JSONs."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        target = prepare_target(settings, start_method(settings.init).prepare, should_stop)
+    for w in caught:
+        if issubclass(w.category, _SAID_WARNINGS):
+            target.warnings.append(str(w.message))
+            report("warning", message=str(w.message))
+        else:  # not ours to say: shown as before
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return target
 
 
 def register_inputs(
@@ -177,19 +250,20 @@ def register_inputs(
     _check_start_files(settings)
     files = collect_inputs(inputs)
     report = _Reporter(progress, emit_events, len(files))
-    Path(settings.output).mkdir(parents=True, exist_ok=True)
-    report("run_start", total=len(files), output=str(settings.output))
-    outcomes, todo = _split_finished(files, settings, report)
-    if todo and prepared is None:
-        prepared = prepare_target(settings, start_method(settings.init).prepare)
-    done, cancelled = _run(todo, settings, prepared, report, should_stop)
+    with open_output_folder(settings.output, lambda note: report("warning", message=note)):
+        items = plan_outputs(files, settings)
+        report("run_start", total=len(files), output=str(settings.output))
+        outcomes, todo = _split_finished(items, settings, report)
+        if todo and prepared is None:
+            prepared = _prepare(settings, report, should_stop)
+        done, stopped = _run(todo, settings, prepared, report, should_stop)
     outcomes += done
-    if cancelled:
-        finished = {o.input for o in outcomes}
-        outcomes += [InputOutcome(p.name, "cancelled") for _, p in todo if p.name not in finished]
-    summary = RunSummary(outcomes, cancelled, time.perf_counter() - t0)
-    if cancelled:
+    if stopped:
+        finished = {o.name for o in outcomes}
+        outcomes += [InputOutcome(i.path.name, "cancelled", name=i.name) for _, i in todo if i.name not in finished]
+    summary = RunSummary(outcomes, stopped and not any(o.disk_full for o in done), time.perf_counter() - t0)
+    if summary.cancelled:
         report("cancelled", done=summary.count("done"), total=len(files))
-    report("run_done", done=summary.count("done"), skipped=summary.count("skipped"),
-           failed=summary.count("failed"), cancelled=cancelled, seconds=round(summary.seconds, 3))
+    report("run_done", done=summary.count("done"), skipped=summary.count("skipped"), failed=summary.count("failed"),
+           cancelled=summary.cancelled, disk_full=summary.disk_full, seconds=round(summary.seconds, 3))
     return summary

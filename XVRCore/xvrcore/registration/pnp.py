@@ -20,6 +20,10 @@ start whose refinement fits best wins:
 
 Collinear 3D points, collinear image points (a plane through the source), duplicated points,
 fewer than four pairs and mismatched counts are refused with a message saying what to change.
+
+A fit far above the noise of marking points is refused too (:func:`check_fit`): a correct pairing
+marked to within a few pixels leaves an RMS of about that much, so an RMS above
+:func:`fit_limit_px` — max(5 px, 1 % of the image's longer side) — means a pair joins two different points.
 """
 
 from __future__ import annotations
@@ -33,12 +37,22 @@ import torch
 from ..geometry.camera import Intrinsics
 from ..geometry.pose import as_pose
 
-__all__ = ["LandmarkError", "LandmarkPose", "check_inputs", "reprojection_errors", "solve_pnp"]
+__all__ = [
+    "LandmarkError",
+    "LandmarkPose",
+    "check_fit",
+    "check_inputs",
+    "fit_limit_px",
+    "reprojection_errors",
+    "solve_pnp",
+]
 
 _MIN_POINTS = 4
 _COLLINEAR = 1e-3  # second singular value of the centred points relative to the first
 _PLANAR = 1e-3  # third singular value below this (relative): the points are treated as coplanar
 _NEAR_PLANAR = 0.1  # below this the planar start is tried as well
+_FIT_LIMIT_PX = 5.0  # clicking the same point twice differs by 1-3 px; a wrong pair misses by tens
+_FIT_LIMIT_FRACTION = 0.01  # of the image's longer side: a large detector's pixels are small, clicks as coarse
 
 
 class LandmarkError(ValueError):
@@ -328,3 +342,21 @@ def solve_pnp(points_2d, points_3d, intrinsics: Intrinsics, *, max_iterations: i
     if len(p2) == _MIN_POINTS and not planar:
         out.warnings.append("4 non-coplanar landmarks fit exactly whatever their errors; add more to check them")
     return out
+
+
+def fit_limit_px(intrinsics: Intrinsics) -> float:
+    """The largest RMS reprojection error a correct pairing leaves: max(5 px, 1 % of the longer image side)."""
+    return max(_FIT_LIMIT_PX, _FIT_LIMIT_FRACTION * max(intrinsics.width, intrinsics.height))
+
+
+def check_fit(fit: LandmarkPose, intrinsics: Intrinsics, source: str = "the landmarks") -> None:
+    """Refuse a fit whose RMS exceeds :func:`fit_limit_px`: the pairs do not describe one pose."""
+    limit = fit_limit_px(intrinsics)
+    if fit.rms_px <= limit:
+        return
+    worst = int(np.argmax(fit.residuals_px))
+    raise LandmarkError(
+        f"{source}: the landmarks fit with {fit.rms_px:.1f} px RMS, more than the {limit:.1f} px a correct pairing "
+        f"leaves on a {intrinsics.width}×{intrinsics.height} X-ray (pair {worst + 1} is off by "
+        f"{fit.residuals_px[worst]:.0f} px); check that each image point and its CT point mark the same landmark"
+    )

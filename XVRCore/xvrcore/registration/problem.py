@@ -45,7 +45,8 @@ class Problem:
 
 @dataclass(frozen=True)
 class Clock:
-    """When to stop: the time budget of the whole registration, or a cancel request."""
+    """When to stop: the time budget of the whole registration (searches and retries included), or a
+    cancel request. Polled by the search and the stages (see :mod:`xvrcore.registration.optimizer`)."""
 
     settings: RegistrationSettings
     started: float
@@ -55,9 +56,13 @@ class Clock:
     def start(cls, settings: RegistrationSettings, should_stop=None) -> Clock:
         return cls(settings, time.perf_counter(), should_stop)
 
+    def elapsed(self) -> float:
+        """Seconds since the registration started."""
+        return time.perf_counter() - self.started
+
     def out_of_time(self) -> bool:
         budget = self.settings.time_budget_s
-        return budget is not None and time.perf_counter() - self.started > budget
+        return budget is not None and self.elapsed() > budget
 
     def stopped(self) -> bool:
         return self.out_of_time() or (self.should_stop is not None and self.should_stop())

@@ -3,9 +3,13 @@
 Candidates combine in-plane shifts on a square grid, depth shifts, out-of-plane tilts and rotations
 about the beam, all in the start pose's camera axes; they are scored in batches at the first stage's
 resolution (a few hundred 40-pixel DRRs cost well under a second) and the best one starts the refinement.
+The start pose is scored first, and ``stopped`` (the time budget or a cancel) is polled before every
+batch: a search cut short returns the best pose scored so far, never one worse than the start.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -28,13 +32,19 @@ def candidates(pose: torch.Tensor, center: torch.Tensor, search: SearchSettings)
     return updated_pose(pose, center, rotations, grid[:, :3])
 
 
-def best_candidate(problem: Problem, pose: torch.Tensor, search: SearchSettings, stage: Stage) -> torch.Tensor:
-    """The best-scoring candidate ``(4, 4)`` of the grid around ``pose``, scored at ``stage``."""
+def best_candidate(problem: Problem, pose: torch.Tensor, search: SearchSettings, stage: Stage,
+                   stopped: Callable[[], bool] | None = None) -> torch.Tensor:
+    """The best-scoring candidate ``(4, 4)`` of the grid around ``pose``, scored at ``stage``, in batches of
+    ``search.batch``; ``stopped`` is polled before each batch and True ends the search (see the module docstring)."""
     image, k, mask = problem.at(stage)
-    poses = candidates(pose, problem.center, search)
+    poses = torch.cat([pose[None], candidates(pose, problem.center, search)])  # the start first
     scores = []
     with torch.no_grad():
         for chunk in poses.split(search.batch):
+            if stopped is not None and stopped():
+                break
             drr = problem.render(chunk, k, stage)
             scores.append(registration_similarity(drr, image, mask, stage.similarity_weight))
+    if not scores:
+        return pose
     return poses[torch.cat(scores).argmax()]

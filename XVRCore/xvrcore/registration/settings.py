@@ -114,5 +114,7 @@ class RegistrationResult:
     initial_similarity: float
     stages: list[StageLog] = field(default_factory=list)
     seconds: float = 0.0
+    # per iteration: stage, stages, size, iteration, step, similarity, camera_to_world (4, 4) float64 on the CPU;
+    # thinned to a bounded number of samples (xvrcore.io.trajectory.record_sample)
     trajectory: list[dict] = field(default_factory=list)
     attempts: int = 1  # 1 + the wider searches tried because the result looked wrong

@@ -3,7 +3,8 @@
 * ``"dicom"`` — the header's positioner angles and SOD about the volume centre (or a given isocentre);
 * ``"pose"`` — a pose JSON in the shared format (one file, or a folder of ``<stem>.json``);
 * ``"landmarks"`` — ≥ 4 pairs of X-ray pixels and CT points (perspective-n-point);
-* ``"model"`` — a trained network's estimate (the X-ray resampled to the network's camera).
+* ``"model"`` — a trained network's estimate (the X-ray resampled to the network's camera);
+* ``"carm"`` — fixed C-arm parameters ``(α, β, γ, x, y, z)`` about the volume centre (or a given isocentre).
 
 Every strategy returns a :class:`StartPose`: the pose (the one pose type, :mod:`xvrcore.geometry.pose`),
 a record of how it was found (written into the result JSON) and warnings.
@@ -19,21 +20,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..geometry.camera import Intrinsics
+from ..geometry.carm import carm_pose
 from ..geometry.pose import as_pose
 from ..geometry.positioner import pose_from_xray
-from ..io.pose_json import CameraPose, read_pose_json
+from ..io.pose_json import CameraPose, load_pose_file
+from .checks import check_angles
 from .inputs import per_input_file
 from .landmarks import read_landmarks
-from .pnp import solve_pnp
+from .pnp import check_fit, solve_pnp
 
 if TYPE_CHECKING:
     from ..xray import XrayImage
     from .batch import PipelineSettings
     from .target import RegistrationTarget
 
-__all__ = ["LANDMARK_RMS_WARNING_PX", "STARTS", "StartMethod", "StartPose", "find_start", "start_method"]
-
-LANDMARK_RMS_WARNING_PX = 5.0  # a landmark fit worse than this is probably a mismatched pair
+__all__ = ["STARTS", "StartMethod", "StartPose", "find_start", "start_method"]
 
 
 @dataclass
@@ -61,6 +62,8 @@ def _from_header(xray: XrayImage, settings: PipelineSettings, target: Registrati
             f"{Path(xray.source).name}: the header has no {', '.join(missing)} for a start pose; give "
             "--primary-angle, --secondary-angle and --sod, or start from --init-pose or --landmarks"
         )
+    check_angles({"primary angle": xray.primary_angle, "secondary angle": xray.secondary_angle},
+                 Path(xray.source).name, xray.geometry_sources.get("angles"))
     info = {"method": "dicom", "isocenter_ras": iso.tolist(), "isocenter_from": "user" if given else "volume centre",
             "primary_angle": xray.primary_angle, "secondary_angle": xray.secondary_angle, "sod": xray.sod,
             "patient_position": xray.patient_position}
@@ -88,9 +91,11 @@ def _from_pose_file(xray: XrayImage, settings: PipelineSettings, target: Registr
     if settings.init_pose is None:
         raise ValueError("init 'pose' needs a pose JSON (--init-pose)")
     source = per_input_file(settings.init_pose, stem, "pose JSON")
-    given = read_pose_json(source)
-    warnings = _check_pose_matches(given, xray.intrinsics, Path(xray.source).name, source)
-    return StartPose(given.camera_to_world, {"method": "pose", "file": source.name}, warnings)
+    # The image size is the X-ray's: a file with only the shared keys is complete; another declared size is refused.
+    read = load_pose_file(source, (xray.intrinsics.width, xray.intrinsics.height))
+    warnings = _check_pose_matches(read.pose, xray.intrinsics, Path(xray.source).name, source)
+    info = {"method": "pose", "file": source.name, "handedness": read.handedness, "mirrored": read.mirrored}
+    return StartPose(read.pose.camera_to_world, info, warnings)
 
 
 def _from_landmarks(xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget, stem: str) -> StartPose:
@@ -99,9 +104,8 @@ def _from_landmarks(xray: XrayImage, settings: PipelineSettings, target: Registr
     source = per_input_file(settings.landmarks, stem, "landmarks")
     marks = read_landmarks(source)
     fit = solve_pnp(marks.points_2d, marks.points_3d, xray.intrinsics)
+    check_fit(fit, xray.intrinsics, source.name)  # a fit far above the clicking noise: pairs that do not match
     warnings = list(fit.warnings)
-    if fit.rms_px > LANDMARK_RMS_WARNING_PX:
-        warnings.append(f"the landmarks fit with {fit.rms_px:.1f} px RMS; check that each pair is the same point")
     info = {"method": "landmarks", "file": source.name, "points": len(marks.points_2d), "rms_px": fit.rms_px,
             "start": fit.method}
     return StartPose(fit.camera_to_world, info, warnings)
@@ -109,11 +113,12 @@ def _from_landmarks(xray: XrayImage, settings: PipelineSettings, target: Registr
 
 def _load_network(settings: PipelineSettings, volume, target: RegistrationTarget) -> None:
     from ..learning.inference import PatientFrame
-    from ..learning.model_files import load_model
+    from ..learning.model_files import check_modality, load_model
 
     if settings.model is None:
         raise ValueError("init 'model' needs a trained model folder (--model)")
     target.model = load_model(settings.model, settings.device)
+    check_modality(target.model.metadata, target.summary["modality"], what=f"the model {Path(settings.model).name}")
     target.frame = PatientFrame.from_volume(volume)
     target.summary["model"] = Path(settings.model).name
 
@@ -126,11 +131,24 @@ def _from_network(xray: XrayImage, settings: PipelineSettings, target: Registrat
     return StartPose(pose, {"method": "model", "model": Path(settings.model).name})
 
 
+def _from_carm(xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget, stem: str) -> StartPose:
+    if settings.carm is None or len(settings.carm) != 6:
+        raise ValueError("init 'carm' needs the six C-arm parameters (--carm ALPHA BETA GAMMA X Y Z)")
+    given = settings.isocenter is not None
+    iso = torch.as_tensor(settings.isocenter if given else target.center, dtype=torch.float64)
+    check_angles(dict(zip(("α", "β", "γ"), settings.carm[:3], strict=True)), "--carm")
+    params = torch.as_tensor(settings.carm, dtype=torch.float64)
+    info = {"method": "carm", "carm": params.tolist(), "orientation": settings.carm_orientation,
+            "isocenter_ras": iso.tolist(), "isocenter_from": "user" if given else "volume centre"}
+    return StartPose(carm_pose(params, settings.carm_orientation, iso), info)
+
+
 STARTS: dict[str, StartMethod] = {
     "dicom": StartMethod(_from_header),
     "pose": StartMethod(_from_pose_file),
     "landmarks": StartMethod(_from_landmarks),
     "model": StartMethod(_from_network, prepare=_load_network),
+    "carm": StartMethod(_from_carm),
 }
 
 

@@ -1,7 +1,12 @@
-"""A CT or MRA given as a DICOM series: choosing the series and checking that its slices form a grid."""
+"""A CT or MRA given as a DICOM series: choosing the series and checking that its slices form a grid.
+
+A folder with several series, none asked for, gives the series with the most files and says so with a
+:class:`SeriesChoiceWarning` (a registration records it in the result's warnings).
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +15,14 @@ import SimpleITK as sitk
 from .file_checks import read_image_file
 from .grid import VolumeError, itk_reason
 
-__all__ = ["dicom_tag", "is_dicom_file", "read_dicom_header", "read_dicom_series"]
+__all__ = ["SeriesChoiceWarning", "dicom_tag", "is_dicom_file", "read_dicom_header", "read_dicom_series"]
 
 # DICOM modalities whose images are projections (radiography, fluoroscopy, angiography...).
 _PROJECTION_MODALITIES = {"XA", "RF", "CR", "DX", "MG", "IO", "PX"}
+
+
+class SeriesChoiceWarning(UserWarning):
+    """A folder held several DICOM series and the one with the most files was used."""
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -44,7 +53,13 @@ def _pick_series(folder: Path, series_uid: str | None, source: str) -> list[str]
         raise VolumeError(f"{source}: no DICOM image series found in {where}")
     files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid) for uid in uids}
     if series_uid is None:
-        return max(files.values(), key=len)
+        chosen = max(files, key=lambda uid: len(files[uid]))
+        if len(files) > 1:
+            others = ", ".join(str(len(names)) for uid, names in files.items() if uid != chosen)
+            warnings.warn(f"{source}: {where} holds {len(files)} DICOM series; used the one with the most files "
+                          f"({len(files[chosen])}; the others have {others}), series {chosen}; to use another, "
+                          "give one of its files instead of the folder", SeriesChoiceWarning, stacklevel=2)
+        return files[chosen]
     if series_uid not in files:
         listing = "; ".join(f"{uid} ({len(names)} files)" for uid, names in files.items())
         raise VolumeError(f"{source}: series {series_uid} is not in {where}; series found: {listing}")

@@ -71,9 +71,10 @@ def check_nifti(path: Path) -> None:
     flipped axis, zero-fills the voxels missing from a truncated file and reads NaN/Inf voxels
     as 0; each would silently give a wrong volume.
     """
+    _check_nifti_start(path)
     header = _nifti_header(path)
     if header is None:
-        return  # not a NIfTI header: SimpleITK reports the problem
+        return  # not a NIfTI-1 header: SimpleITK reports the problem
     spatial = header.pixdim[1 : 1 + min(header.dim[0], 3)]
     if not all(np.isfinite(spatial)) or min(spatial) <= 0:
         raise VolumeError(
@@ -94,6 +95,20 @@ def check_nifti(path: Path) -> None:
             f"{path}: the file is truncated: it holds {max(available - header.vox_offset, 0)} of "
             f"{header.data_end - header.vox_offset} bytes of voxel data"
         )
+
+
+def _check_nifti_start(path: Path) -> None:
+    """A ``.nii.gz`` must be gzip data and hold a whole 348-byte header (else: not NIfTI, or truncated)."""
+    with open(path, "rb") as f:
+        start = f.read(512)
+    if file_suffix(path) == ".nii.gz" and not start.startswith(b"\x1f\x8b"):
+        what = "the file is empty" if not start else (
+            "it is a text file" if all(32 <= b < 127 or b in b"\t\r\n" for b in start) else "no gzip signature")
+        raise VolumeError(f"{path}: not a gzip-compressed NIfTI file ({what})")
+    header = _nifti_bytes(path, 348)
+    if len(header) < 348:
+        raise VolumeError(f"{path}: the file is truncated or not a NIfTI file: it holds {len(header)} of the "
+                          "348 bytes of a NIfTI header")
 
 
 def _nifti_bytes(path: Path, limit: int) -> bytes:

@@ -104,7 +104,8 @@ def header_angles(g: GeometryLookup) -> Angles:
             f"{OVERRIDE_HINTS['primary_angle']} and {OVERRIDE_HINTS['secondary_angle']}"
         )
         return None, None
-    primary = (primary + 180.0) % 360.0 - 180.0 if not -180.0 <= primary <= 180.0 else primary
+    # wrapped within a turn; beyond one (1e308°) it is no angle: kept, for the start pose to refuse
+    primary = (primary + 180.0) % 360.0 - 180.0 if 180.0 < abs(primary) <= 360.0 else primary
     if not -90.0 <= secondary <= 90.0:
         g.warnings.append(f"secondary angle {secondary:g}° is outside the DICOM range −90…+90°")
     return primary, secondary

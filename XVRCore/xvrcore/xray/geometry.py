@@ -19,8 +19,9 @@ names the header value it replaced). The frames and the mirrored detector-side v
 * **SID** ``DistanceSourceToDetector (0018,1110)`` (100–5000 mm) → error.
 * **SOD** (source to isocentre) ``DistanceSourceToIsocenter (0018,9402)`` →
   ``DistanceSourceToPatient (0018,1111)`` (for DX/CR/MG it is measured to the patient-side
-  surface of the table/bucky, not to an isocentre: warned) → SID / ERMF → None. It must lie
-  in (0, SID).
+  surface of the table/bucky, not to an isocentre: warned) → SID / ERMF → None (0 counts as
+  absent). A negative header value, or one not shorter than the SID, is an error unless ``--sod``
+  overrides it: the header contradicts itself, so the SID may be the wrong value.
 * **Angles and patient position**: see :mod:`xvrcore.xray.angles`.
 * **Principal point**: at the image centre unless ``GeometryOverrides.principal_offset`` is
   given, or the full DX detector description is present — ``DetectorElementSpacing
@@ -153,7 +154,12 @@ def source_detector_distance(g: GeometryLookup) -> float | None:
     if sid is not None:
         g.sources["sdd"] = tag_label("DistanceSourceToDetector")
     else:
-        bad = "" if sid_raw is None else f" (outside {_SID_RANGE[0]:g}–{_SID_RANGE[1]:g} mm)"
+        if sid_raw is None:
+            bad = ""
+        elif sid_vals is None:
+            bad = " (not a number)"
+        else:
+            bad = f" (outside {_SID_RANGE[0]:g}–{_SID_RANGE[1]:g} mm)"
         g.problems.append(
             f"{describe('DistanceSourceToDetector', sid_raw)}{bad}; give the source-detector distance with "
             f"{OVERRIDE_HINTS['sdd']}"
@@ -161,14 +167,38 @@ def source_detector_distance(g: GeometryLookup) -> float | None:
     return sid
 
 
-def _header_sod(g: GeometryLookup, sid: float | None) -> tuple[float | None, str | None]:
-    """SOD from the header (isocentre, patient, SID / magnification) and the attribute it came from."""
-    sod, src = None, None
+def _measured_sod(g: GeometryLookup, sid: float | None) -> tuple[float | None, str | None]:
+    """SOD from ``DistanceSourceToIsocenter``, else ``DistanceSourceToPatient`` (0 counts as absent).
+
+    A negative distance, or one not shorter than the SID, contradicts the header: a problem (the file
+    cannot be used as it is) unless the SOD is overridden, since either it or the SID is wrong.
+    """
     for kw in ("DistanceSourceToIsocenter", "DistanceSourceToPatient"):
         vals = g.floats(kw)
-        if vals and vals[0] > 0:
-            sod, src = vals[0], tag_label(kw)
-            break
+        if not vals or vals[0] == 0:
+            continue
+        wrong = None
+        if vals[0] < 0:
+            wrong = f"{describe(kw, g.value(kw))} mm: a distance cannot be negative"
+        elif sid is not None and vals[0] >= sid:
+            relation = "exceeds" if vals[0] > sid else "equals"
+            what = "source-to-isocentre" if kw == "DistanceSourceToIsocenter" else "source-to-patient"
+            wrong = (f"the {what} distance {tag_label(kw)} {vals[0]:g} mm {relation} the source-to-detector "
+                     f"distance {sid:g} mm; the patient must lie between the source and the detector")
+        if wrong is None:
+            return vals[0], tag_label(kw)
+        if g.overrides.sod is None:
+            remedy = f"give the right distance with {OVERRIDE_HINTS['sod']}"
+            if vals[0] > 0:  # either distance may be the wrong one
+                remedy += f", or the right source-detector distance with {OVERRIDE_HINTS['sdd']}"
+            g.problems.append(f"{wrong}; {remedy}")
+        return None, None
+    return None, None
+
+
+def _header_sod(g: GeometryLookup, sid: float | None) -> tuple[float | None, str | None]:
+    """SOD from the header (isocentre, patient, SID / magnification) and the attribute it came from."""
+    sod, src = _measured_sod(g, sid)
     ermf = g.first("EstimatedRadiographicMagnificationFactor")
     if sod is None and ermf and sid and ermf >= 1.0:
         sod = sid / ermf
@@ -176,11 +206,9 @@ def _header_sod(g: GeometryLookup, sid: float | None) -> tuple[float | None, str
         g.warnings.append(
             f"source-isocentre distance {sod:.1f} mm derived from SID / EstimatedRadiographicMagnificationFactor"
         )
-    if sod is not None and sid is not None and not (0 < sod < sid):
-        g.warnings.append(
-            f"source-patient distance {sod:g} mm is not between 0 and the SID {sid:g} mm; ignored"
-        )
-        sod, src = None, None
+        if not sod < sid:  # a magnification of exactly 1: no usable distance
+            g.warnings.append(f"EstimatedRadiographicMagnificationFactor {ermf:g} gives no source-isocentre distance; ignored")
+            sod, src = None, None
     if sod is not None and sid is not None and ermf and abs(sid / sod - ermf) > 0.02 * ermf:
         g.warnings.append(
             f"SID/SOD = {sid / sod:.4f} disagrees with EstimatedRadiographicMagnificationFactor {ermf:g}"

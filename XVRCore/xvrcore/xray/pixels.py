@@ -1,11 +1,14 @@
 """Decoding the pixel data of a DICOM X-ray, and choosing or combining its frames.
 
-**Decoding.** Compressed transfer syntaxes are decoded by pydicom's plugins (``python-gdcm`` for
-JPEG, JPEG-LS, JPEG 2000 and RLE; or ``pylibjpeg`` with ``pylibjpeg-libjpeg``/``-openjpeg``;
-Pillow covers JPEG baseline and JPEG 2000); without one, SimpleITK (GDCM) is tried, which rescales
-and turns MONOCHROME1 into MONOCHROME2 itself (both handled: such reversed values, like those of a
-negative ``RescaleSlope``, are recorded in :attr:`DecodedPixels.value_sign`); if both fail the error names the transfer syntax and
-the packages to install. Otherwise the modality LUT is applied here: ``ModalityLUTSequence
+**Decoding.** The sizes the header declares are first checked against the bytes
+(:mod:`xvrcore.xray.pixel_layout`). Compressed transfer syntaxes are decoded by pydicom's plugins
+(``python-gdcm`` for JPEG, JPEG-LS, JPEG 2000 and RLE; or ``pylibjpeg`` with
+``pylibjpeg-libjpeg``/``-openjpeg``; Pillow covers JPEG baseline and JPEG 2000); a plugin that fails
+means damaged data (an error saying so). Only when pydicom has no working decoder for the transfer
+syntax is SimpleITK (GDCM) tried, which rescales and turns MONOCHROME1 into MONOCHROME2 itself (both
+handled: such reversed values, like those of a negative ``RescaleSlope``, are recorded in
+:attr:`DecodedPixels.value_sign`); if it fails too, the error names the transfer syntax and the
+packages to install. Otherwise the modality LUT is applied here: ``ModalityLUTSequence
 (0028,3000)``, else ``RescaleSlope (0028,1053)`` / ``RescaleIntercept (0028,1052)`` of each frame
 (a slope of 0 is ignored). Colour images are converted to grey (luminance); PALETTE COLOR is refused.
 
@@ -25,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
+from .pixel_layout import PixelLayout, check_pixel_layout, transfer_syntax
 from .tags import XrayDicomError, as_floats, header_value
 
 __all__ = [
@@ -60,14 +65,20 @@ class DecodedPixels:
 # ---- decoding -----------------------------------------------------------------------------------------
 
 
-def _transfer_syntax(ds: Dataset) -> UID | None:
-    meta = getattr(ds, "file_meta", None)
-    uid = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    return UID(uid) if uid else None
+def _decoder_available(ts: UID | None) -> bool:
+    """Whether pydicom has a working decoder for the transfer syntax (native data: always)."""
+    if ts is not None and not ts.is_transfer_syntax:  # a private or unknown one
+        return False
+    if ts is None or not ts.is_encapsulated:
+        return True
+    try:
+        return bool(get_decoder(ts).is_available)
+    except NotImplementedError:  # no decoder exists for it (MPEG, private syntaxes)
+        return False
 
 
 def _pydicom_pixels(ds: Dataset) -> np.ndarray:
-    """The stored values as pydicom's decoder plugins decode them (raises without a working plugin)."""
+    """The stored values as pydicom's decoder plugins decode them."""
     return ds.pixel_array
 
 
@@ -82,49 +93,71 @@ def _to_grey(arr: np.ndarray) -> np.ndarray:
     return arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
 
 
-def _sitk_fallback(
-    path: Path, name: str, ts: UID | None, pydicom_error: Exception, warnings: list[str]
-) -> np.ndarray:
-    """The pixels as SimpleITK/GDCM decodes them (already rescaled), after pydicom could not."""
-    text = str(pydicom_error).strip()
-    first = text.splitlines()[0][:240] if text else type(pydicom_error).__name__
+def _syntax_name(ts: UID | None) -> str:
+    if not ts:
+        return "unknown transfer syntax"
+    return f"{ts.name} ({ts})" if ts.name != str(ts) else f"{ts} (private or unknown)"
+
+
+def _reason(exc: Exception) -> str:
+    """The decoder's words on one line (pydicom lists one line per plugin)."""
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
+
+
+def _decode_with_pydicom(ds: Dataset, name: str, ts: UID | None) -> np.ndarray:
+    """pydicom's decoding, whose failure means damaged data: a decoder for the transfer syntax is there."""
+    try:
+        return np.asarray(_pydicom_pixels(ds))
+    except Exception as exc:  # noqa: BLE001 - decoder plugins raise many kinds; each means the data are damaged
+        raise XrayDicomError(
+            f"{name}: the pixel data cannot be decoded (corrupt or truncated {_syntax_name(ts)} data: "
+            f"{_reason(exc)})"
+        ) from None
+
+
+def _sitk_fallback(path: Path, name: str, ts: UID | None, warnings: list[str]) -> np.ndarray:
+    """The pixels as SimpleITK/GDCM decodes them (already rescaled), when pydicom has no decoder."""
     try:
         arr = np.asarray(_sitk_pixels(path))
-    except Exception:
-        ts_name = f"{ts.name} ({ts})" if ts else "unknown transfer syntax"
+    except RuntimeError:
         raise XrayDicomError(
-            f"{name}: cannot decode the pixel data, transfer syntax {ts_name}: pydicom has no working "
-            f"decoder ({first}) and SimpleITK could not read it either. Install a decoder for this "
+            f"{name}: cannot decode the pixel data, transfer syntax {_syntax_name(ts)}: pydicom has no working "
+            "decoder for it and SimpleITK could not read it either. Install a decoder for this "
             "transfer syntax: `pip install python-gdcm` (JPEG, JPEG-LS, JPEG 2000, RLE) or "
             "`pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg`"
         ) from None
     warnings.append(
         f"pixel data ({ts.name if ts else 'unknown transfer syntax'}) decoded by SimpleITK/GDCM because "
-        f"pydicom could not ({first}); GDCM applied the rescale and shows MONOCHROME1 as MONOCHROME2"
+        "pydicom has no working decoder for it; GDCM applied the rescale and shows MONOCHROME1 as MONOCHROME2"
     )
     return arr
 
 
-def decode_pixels(ds: Dataset, path: Path, name: str, warnings: list[str]) -> DecodedPixels:
-    """All frames, float32 ``(F, H, W)``, after the modality LUT (see the module docstring)."""
+def decode_pixels(
+    ds: Dataset, path: Path, name: str, warnings: list[str], layout: PixelLayout | None = None
+) -> DecodedPixels:
+    """All frames, float32 ``(F, H, W)``, after the modality LUT (see the module docstring).
+
+    ``layout``: the header's sizes as :func:`~xvrcore.xray.pixel_layout.check_pixel_layout` checked
+    them (checked here when not given).
+    """
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric == "PALETTE COLOR":
         raise XrayDicomError(f"{name}: PALETTE COLOR images are not X-ray projections this reader can use")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+    layout = layout or check_pixel_layout(ds, name)
+    ts = transfer_syntax(ds)
     value_sign = 1.0
-    try:
-        arr = np.asarray(_pydicom_pixels(ds))
-        rescaled = False
-    except Exception as exc:
-        arr = _sitk_fallback(path, name, _transfer_syntax(ds), exc, warnings)
-        rescaled = True
-        if samples == 1 and arr.ndim == 3 and n_frames == 1 and arr.shape[0] == 1:
+    rescaled = not _decoder_available(ts)
+    if rescaled:
+        arr = _sitk_fallback(path, name, ts, warnings)
+        if layout.samples == 1 and arr.ndim == 3 and layout.frames == 1 and arr.shape[0] == 1:
             arr = arr[0]
         if photometric == "MONOCHROME1":
             photometric, value_sign = "MONOCHROME2", -1.0
-    if samples > 1:
+    else:
+        arr = _decode_with_pydicom(ds, name, ts)
+    if layout.samples > 1:
         arr = _to_grey(arr.astype(np.float32))
         warnings.append(f"colour image ({photometric}) converted to grey (luminance)")
         photometric = "MONOCHROME2"
@@ -137,7 +170,7 @@ def decode_pixels(ds: Dataset, path: Path, name: str, warnings: list[str]) -> De
     if not rescaled:
         frames, slope_sign = _apply_modality_lut(ds, arr, frames, warnings)
         value_sign *= slope_sign
-    return DecodedPixels(frames, photometric, value_sign, bits, stored_first)
+    return DecodedPixels(frames, photometric, value_sign, layout.bits_stored, stored_first)
 
 
 def _apply_modality_lut(

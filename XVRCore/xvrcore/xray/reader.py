@@ -7,8 +7,11 @@ record of every assumption made. Nothing that identifies the patient is read or 
 
 The steps, each in the module that states its rules and DICOM references:
 
-* :mod:`~xvrcore.xray.tags` — reading the file and looking up attributes (also in the per-frame
-  and shared functional groups of enhanced multi-frame objects); :class:`XrayDicomError`.
+* :mod:`~xvrcore.xray.tags` — reading the file (not DICOM, truncated, no pixel data: refused) and
+  looking up attributes (also in the per-frame and shared functional groups of enhanced
+  multi-frame objects); :class:`XrayDicomError`.
+* :mod:`~xvrcore.xray.pixel_layout` — the declared matrix checked against the pixel data's bytes
+  and bounded in memory, before anything is decoded.
 * :mod:`~xvrcore.xray.pixels` — choosing the frame(s) (validated before decoding), decoding the
   pixel data (pydicom, else SimpleITK), the modality LUT, combining frames and DSA subtraction.
 * :mod:`~xvrcore.xray.geometry` and :mod:`~xvrcore.xray.angles` — pixel spacing, SID, SOD,
@@ -42,6 +45,7 @@ from .geometry import (
 )
 from .masks import exposure_mask
 from .overrides import OVERRIDE_HINTS, GeometryOverrides
+from .pixel_layout import PixelLayout, check_pixel_layout
 from .pixels import DecodedPixels, choose_frames, combine_frames, decode_pixels, display_map
 from .polarity import (
     ImageEvidence,
@@ -118,10 +122,12 @@ class _Header:
     rows: int
     cols: int
     n_frames: int
+    layout: PixelLayout
 
 
 def _read_header(path: Path, name: str, warnings: list[str]) -> _Header:
-    """The dataset, refused unless it is a projection X-ray of at least 2×2 pixels."""
+    """The dataset, refused unless it is a projection X-ray of at least 2×2 pixels whose pixel data hold
+    the sizes its header declares."""
     ds = read_dataset(path, name)
     modality = code_string(ds.get("Modality"))
     sop_class = str(ds.get("SOPClassUID", "") or "")
@@ -132,11 +138,11 @@ def _read_header(path: Path, name: str, warnings: list[str]) -> _Header:
         )
     if modality in ("", "OT"):
         warnings.append(f"Modality {modality or 'absent'}: treated as an X-ray projection")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    layout = check_pixel_layout(ds, name)
+    rows, cols = layout.rows, layout.cols
     if rows < 2 or cols < 2:
         raise XrayDicomError(f"{name}: the image is {rows}×{cols} pixels; an X-ray needs at least 2×2")
-    return _Header(ds, name, modality, sop_class, rows, cols, n_frames)
+    return _Header(ds, name, modality, sop_class, rows, cols, layout.frames, layout)
 
 
 def _header_geometry(g: GeometryLookup, name: str) -> HeaderGeometry:
@@ -163,7 +169,7 @@ def _check_modes(intensity: str, dense: str) -> None:
 
 def _decode_checked(h: _Header, path: Path, warnings: list[str]) -> DecodedPixels:
     """The decoded frames, which must match the header's frame count and matrix."""
-    px = decode_pixels(h.ds, path, h.name, warnings)
+    px = decode_pixels(h.ds, path, h.name, warnings, h.layout)
     if px.frames.shape[1:] != (h.rows, h.cols) or px.frames.shape[0] != h.n_frames:
         raise XrayDicomError(
             f"{h.name}: decoded pixel data {px.frames.shape} do not match {h.n_frames} frames of {h.rows}×{h.cols}"

@@ -30,7 +30,7 @@ def integrate_raymarch(lvl: PyramidLevel, axis: int, o, d, length, step: float =
     """Line integrals ``(C, N)`` of rays ``o + t d`` (index frame) by uniform samples; ``axis`` unused."""
     t_near, t_far = _box_clip(lvl, o, d)
     per_voxel = d.detach().abs().amax(-1)  # index units per unit t along the fastest axis
-    n_samples = int(math.ceil(float(((t_far - t_near).detach() * per_voxel).max()) / step)) if o.shape[0] else 0
+    n_samples = math.ceil(float(((t_far - t_near).detach() * per_voxel).max()) / step) if o.shape[0] else 0
     n_samples = max(n_samples, 1)
     dt = (t_far - t_near) / n_samples
     m = torch.arange(n_samples, dtype=o.dtype, device=o.device) + 0.5

@@ -1,4 +1,9 @@
-"""The training data: CTs prepared for rendering, and the batches of DRRs drawn from them.
+"""The training data: CTs (or MRAs) prepared for rendering, and the batches of DRRs drawn from them.
+
+A CT renders its anatomy (tissue and bone, the bone multiplier as contrast augmentation); an MRA, or
+a volume with a vessel segmentation, renders its vessels only (:mod:`xvrcore.volume.vessels`), as
+DSA-like images. The modality is decided per volume (:func:`xvrcore.volume.modality.resolve_modality`),
+must be the same for all volumes of a run, and is recorded in the model.
 
 Batch ``i`` of rank ``r`` comes from one generator keyed on ``(seed, i, r)``
 (:func:`xvrcore.learning.sampling.keyed_generator`): the CT (several in pretraining), the bone
@@ -8,6 +13,7 @@ uninterrupted one would. Poses are ``camera_to_world`` (:mod:`xvrcore.convention
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +22,12 @@ import torch
 
 from ...drr import DRRVolume, render
 from ...geometry.camera import Intrinsics
-from ...volume import Volume, load_labelmap, load_volume
+from ...volume import Volume, load_labelmap
 from ...volume.attenuation import MU_WATER_PER_MM, hu_to_attenuation
 from ...volume.fingerprint import volume_fingerprint
 from ...volume.labels import structure_mask
+from ...volume.modality import ModalityWarning
+from ...volume.vessels import RenderedVolume, load_rendered_volume
 from ..augment import AugmentSettings, augment
 from ..network import InputSpec, minmax, prepare_input
 from ..sampling import PoseRanges, Preset, get_preset, keyed_generator, sample_poses, with_orientation
@@ -36,6 +44,7 @@ __all__ = [
     "pose_ranges",
     "prepare_training_target",
     "render_level",
+    "run_modality",
 ]
 
 VALIDATION_KEY = -1  # generator key of the held-out poses (iterations are >= 0)
@@ -52,6 +61,8 @@ class TrainingTarget:
     name: str
     shape: tuple[int, int, int]
     spacing: list[float]
+    modality: str = "ct"  # "ct": tissue and bone channels; "mra" or vessels: the vessels in the first, 0 bone
+    attenuation_model: str = "CT water/bone model of HU"
 
     def at(self, level: int, bone_multiplier: float) -> DRRVolume:
         """Single-channel attenuation ``tissue + m · bone`` on one pyramid level (renders ~2× faster)."""
@@ -64,19 +75,30 @@ class TrainingTarget:
         return render(self.at(level, bone_multiplier), poses.to(self.pyramid.dtype), intrinsics, level=0)
 
 
-def prepare_training_target(ct: Volume, device, labelmap: Volume | None = None, labels=None, n_points: int = 256) -> TrainingTarget:
-    """Split the CT's attenuation into a tissue channel and a bone-excess channel (linear in the multiplier)."""
-    hu = torch.as_tensor(np.asarray(ct.data, dtype=np.float32))
-    tissue = hu_to_attenuation(hu, 0.0)
-    bone = hu_to_attenuation(hu, 1.0) - tissue
+def prepare_training_target(ct: Volume, device, labelmap: Volume | None = None, labels=None, n_points: int = 256,
+                            rendered: RenderedVolume | None = None) -> TrainingTarget:
+    """Split the CT's attenuation into a tissue channel and a bone-excess channel (linear in the multiplier).
+
+    ``rendered`` (of this volume), if it shows vessels only (an MRA, a vessel segmentation): its
+    attenuation is the first channel and the bone channel is 0, so the multiplier changes nothing.
+    """
+    if rendered is not None and rendered.vessel_only:
+        tissue = torch.as_tensor(np.asarray(rendered.attenuation.data, dtype=np.float32))
+        bone = torch.zeros_like(tissue)
+    else:
+        hu = torch.as_tensor(np.asarray(ct.data, dtype=np.float32))
+        tissue = hu_to_attenuation(hu, 0.0)
+        bone = hu_to_attenuation(hu, 1.0) - tissue
     if labelmap is not None:
         mask = torch.as_tensor(structure_mask(labelmap, labels))
         tissue, bone = tissue * mask, bone * mask
     points = _points_inside(tissue, torch.as_tensor(ct.affine, dtype=torch.float64), n_points, ct.source)
     pyramid = DRRVolume(torch.stack([tissue, bone]), ct.affine, device=device)
+    model = {} if rendered is None else {"modality": rendered.record["modality"],
+                                          "attenuation_model": rendered.record["attenuation_model"]}
     return TrainingTarget(
         pyramid, torch.as_tensor(ct.center, dtype=torch.float64), volume_fingerprint(ct), points, Path(ct.source).name,
-        tuple(int(n) for n in ct.shape_ijk), [float(s) for s in ct.spacing],
+        tuple(int(n) for n in ct.shape_ijk), [float(s) for s in ct.spacing], **model,
     )
 
 
@@ -91,7 +113,8 @@ def _points_inside(tissue: torch.Tensor, affine: torch.Tensor, n: int, source: s
         picked = inside.nonzero()[:, 0]
         picked = picked[torch.randperm(picked.numel(), generator=gen)[:n]]
     if picked.numel() == 0:
-        raise ValueError(f"{source}: no voxel denser than fat; is this a CT in HU?")
+        raise ValueError(f"{source}: no voxel denser than fat (nor a bright vessel); is this a CT in HU, or an MRA "
+                         "(--modality mra)?")
     k, j, i = torch.unravel_index(picked, tissue.shape)
     ijk = torch.stack([i, j, k], -1).double()
     return ijk @ affine[:3, :3].T + affine[:3, 3]
@@ -103,12 +126,26 @@ def load_targets(settings: TrainSettings, device: torch.device) -> list[Training
         raise ValueError("no training volume given")
     if settings.labelmap and len(settings.volumes) > 1:
         raise ValueError("a label map can only be used with a single CT")
+    if settings.vessels and len(settings.volumes) > 1:
+        raise ValueError("a vessel segmentation can only be used with a single volume")
     prepared = []
     for path in settings.volumes:
-        ct = load_volume(path, kind="ct")
-        labelmap = load_labelmap(settings.labelmap, reference=ct) if settings.labelmap else None
-        prepared.append(prepare_training_target(ct, device, labelmap, settings.labels))
+        rendered = load_rendered_volume(path, settings.modality, settings.vessels)
+        if rendered.warning:
+            warnings.warn(rendered.warning, ModalityWarning, stacklevel=2)
+        labelmap = load_labelmap(settings.labelmap, reference=rendered.volume) if settings.labelmap else None
+        prepared.append(prepare_training_target(rendered.volume, device, labelmap, settings.labels, rendered=rendered))
+    run_modality(prepared)
     return prepared
+
+
+def run_modality(targets: list[TrainingTarget]) -> str:
+    """The one modality of a run's volumes; a run mixing CTs and MRAs is refused."""
+    found = {t.modality for t in targets}
+    if len(found) > 1:
+        listing = ", ".join(f"{t.name}: {t.modality}" for t in targets)
+        raise ValueError(f"the training volumes mix modalities ({listing}); train one model per modality")
+    return found.pop()
 
 
 def pose_ranges(settings: TrainSettings) -> tuple[Preset | None, PoseRanges]:

@@ -4,7 +4,9 @@ A step draws its batch (:mod:`.data`), predicts poses, and minimises Eq. 24,
 ``(1 − mNCC) + λ · dGeo`` with λ = ``weight_geo`` — or the pose term alone in the first
 ``pose_loss_fraction`` of the budget — with Adam, gradient-norm clipping and the schedule of
 :mod:`.schedule`. Between steps the loop validates (:mod:`.validation`), reports (:mod:`.progress`)
-and saves (:mod:`.resume`); ranks agree on stopping and on the clock (:mod:`.distributed`).
+and saves (:mod:`.resume`); ranks agree on stopping and on the clock (:mod:`.distributed`). The
+main rank holds the output folder's lock (:func:`xvrcore.io.lock.lock_folder`) for the whole run:
+a second run into the same folder is refused while this one lives.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from ...geometry.rotations import invert_rigid
+from ...io.lock import lock_folder
 from ...metrics.pose_errors import dgeo
 from ...metrics.similarity import multiscale_ncc
 from ..network import to_world
@@ -40,13 +43,24 @@ class Trainer:
         self.setup = setup = prepare_run(settings)
         self.should_stop = should_stop
         self.reporter = Reporter(progress, setup.ranks.main, settings.progress_bar, settings.iterations)
-        self.optimizer = torch.optim.Adam(setup.network.model.parameters(), lr=settings.lr)
-        self.state = RunState()
-        self.checkpointer = Checkpointer(setup, self.reporter)
-        self.checkpointer.resume_or_refuse(self.optimizer, self.state)
-        self.network = setup.ranks.wrap(setup.network.model)  # what the step trains (DDP on several ranks)
-        self.batches = setup.batches()
-        self.validator = Validator(setup) if setup.ranks.main else None
+        # One run writes into an output folder: a second is refused while this one lives (the main rank writes).
+        self.lock = lock_folder(setup.output, notify=self.reporter.say) if setup.ranks.main else None
+        try:
+            self.optimizer = torch.optim.Adam(setup.network.model.parameters(), lr=settings.lr)
+            self.state = RunState()
+            self.checkpointer = Checkpointer(setup, self.reporter)
+            self.checkpointer.resume_or_refuse(self.optimizer, self.state)
+            self.network = setup.ranks.wrap(setup.network.model)  # what the step trains (DDP on several ranks)
+            self.batches = setup.batches()
+            self.validator = Validator(setup) if setup.ranks.main else None
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # -- one step ---------------------------------------------------------------------------------------------
     def step(self) -> dict:
@@ -106,6 +120,7 @@ class Trainer:
             hashes = self._finish(status)
         finally:
             self.reporter.close()
+            self._unlock()
         return self._result(status, hashes)
 
     def _iterate(self) -> str:

@@ -4,7 +4,9 @@ A checkpoint holds the weights, the optimizer state, the iteration, the clock, t
 torch's global random state (:mod:`xvrcore.learning.run_state`); every other random number is keyed
 on the iteration, so a run resumed from any checkpoint ends with the weights of an uninterrupted
 one. An output folder that already holds a run is resumed only when asked (``resume``), and only
-with the same CTs, camera and the settings that decide the batches and the network.
+with the same CTs, camera and the settings that decide the batches and the network. A run starts by
+removing what interrupted runs left (unfinished checkpoint folders, half-written model files), and
+refuses a damaged checkpoint in one line that names its file.
 """
 
 from __future__ import annotations
@@ -14,16 +16,26 @@ from pathlib import Path
 
 import torch
 
+from ...io.atomic import remove_stale_temporaries
 from ..model_files import (
     MODEL_JSON,
+    MODEL_WEIGHTS,
     CheckpointError,
     check_camera,
+    check_tensors_fit,
     check_volume,
     load_model,
     read_metadata,
     save_model,
 )
-from ..run_state import checkpoint_name, latest_checkpoint, load_state, save_state, write_checkpoint
+from ..run_state import (
+    checkpoint_name,
+    clean_stale_temporaries,
+    latest_checkpoint,
+    load_state,
+    save_state,
+    write_checkpoint,
+)
 from .progress import Reporter
 from .setup import RunSetup
 from .state import RunState
@@ -46,6 +58,11 @@ class Checkpointer:
     def resume_or_refuse(self, optimizer: torch.optim.Optimizer, state: RunState) -> None:
         """Load the latest checkpoint into the model, ``optimizer`` and ``state``, if resuming one."""
         output, resume, main = self.setup.output, self.setup.settings.resume, self.setup.ranks.main
+        if main:  # under the run's lock (the Trainer's): what interrupted runs left is stale
+            stale = clean_stale_temporaries(output)
+            if stale:
+                self.reporter.say(f"removed {len(stale)} unfinished checkpoint(s) that an interrupted run left in {output}")
+            remove_stale_temporaries(output)  # half-written model files of the run folder
         found = self.latest = latest_checkpoint(output)
         if found is None:
             if (output / MODEL_JSON).exists() and not resume:
@@ -57,11 +74,16 @@ class Checkpointer:
             raise CheckpointError(f"{output} already holds a training run ({found.name}); resume it with --resume or choose a new folder")
         saved = self._resumable(found)
         loaded = load_model(found, self.setup.device)
-        self.setup.network.model.load_state_dict(loaded.model.state_dict())
-        optimizer.load_state_dict(saved["optimizer"])
+        network = self.setup.network.model
+        check_tensors_fit(network.state_dict(), loaded.model.state_dict(), str(found / MODEL_WEIGHTS))
+        network.load_state_dict(loaded.model.state_dict())
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+            if saved.get("torch_rng") is not None:
+                torch.set_rng_state(saved["torch_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{found}: its optimizer or random state does not fit this run ({str(exc)[:200]})") from None
         state.restore(saved)
-        if saved.get("torch_rng") is not None:
-            torch.set_rng_state(saved["torch_rng"])
         self._saved_validations = len(state.history)
         if main:
             self.reporter.say(f"resuming {found.name} at iteration {state.iteration}")
@@ -76,6 +98,7 @@ class Checkpointer:
             raise CheckpointError(f"the checkpoint in {found} was trained on {len(saved_volumes)} volumes, not {len(targets)}")
         check_camera(meta, self.setup.network.camera, what=f"the checkpoint in {found}")
         saved = load_state(found)
+        _check_saved_state(saved, found)
         now = self.setup.settings.to_dict()
         for key in RESUME_KEYS:
             if saved["config"].get(key) != now.get(key):
@@ -106,7 +129,7 @@ class Checkpointer:
             "iteration": state.iteration,
             "elapsed_s": state.elapsed(),
             "history": state.history,
-            "config": settings.to_dict(),
+            "config": settings.without_paths(),
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -119,3 +142,13 @@ class Checkpointer:
         save_model(self.setup.output, model, meta)
         self.reporter.report("checkpoint", iteration=state.iteration, path=str(self.latest))
         return self.latest
+
+
+def _check_saved_state(saved: dict, found: Path) -> None:
+    """Refuse a training state whose entries are not what :meth:`Checkpointer.save` writes."""
+    kinds = {"optimizer": dict, "iteration": int, "elapsed_s": (int, float), "history": list, "config": dict}
+    for key, kind in kinds.items():
+        if not isinstance(saved.get(key), kind) or isinstance(saved.get(key), bool):
+            raise CheckpointError(f"{found}: damaged training state ({key} is {type(saved.get(key)).__name__})")
+    if saved["iteration"] < 0 or not all(isinstance(v, dict) for v in saved["history"]):
+        raise CheckpointError(f"{found}: damaged training state (iteration {saved['iteration']}, history)")

@@ -33,6 +33,8 @@ class TrainSettings:
     preset: str | None = "pelvis"
     ranges: dict | None = None  # custom PoseRanges (dict), overriding the preset's
     orientation: str | None = None  # override the ranges' AP/PA
+    modality: str = "auto"  # "ct", "mra" or "auto" (from the file: xvrcore.volume.modality); recorded in the model
+    vessels: str | None = None  # a vessel segmentation (single volume): render these vessels as contrast
     labelmap: str | None = None  # render only these structures (single CT)
     labels: list[int] | None = None
     init_from: str | None = None  # pretrained model folder (finetuning)
@@ -78,10 +80,18 @@ class TrainSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def without_paths(self) -> dict:
+        """:meth:`to_dict` with every file and folder path left out (None): what a checkpoint keeps, since
+        hospital exports put patient names in paths; the CTs are recorded by their fingerprints instead."""
+        return {**self.to_dict(), **{name: None for name in _PATH_FIELDS}}
+
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_PATH_FIELDS = ("volumes", "output", "labelmap", "init_from", "template", "vessels")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from ... import __version__
 from ..augment import AugmentSettings
 from ..network import InputSpec
 from ..sampling import PoseRanges, Preset
-from .data import BatchSource, TrainingTarget, load_targets, pose_ranges, render_level
+from .data import BatchSource, TrainingTarget, load_targets, pose_ranges, render_level, run_modality
 from .distributed import Ranks, join_ranks
 from .model import Network, build_network
 from .schedule import Budget
@@ -68,7 +68,9 @@ class RunSetup:
             "frame": {"correction": None if correction is None else correction.tolist(),
                       "mode": s.frame if s.init_from else None},
             "sampling": {"preset": s.preset, "ranges": self.ranges.to_dict()},
-            "renderer": {"method": "trilinear", "level": self.level, "lod_bias": s.lod_bias, "attenuation": "ct",
+            "modality": run_modality(self.targets),  # xvrcore.learning.model_files.check_modality
+            "renderer": {"method": "trilinear", "level": self.level, "lod_bias": s.lod_bias,
+                         "attenuation": first.attenuation_model,
                          "bone_multiplier": list(s.bone_multiplier), "labels": s.labels},
             "augmentation": self.augmentation.to_dict(),
             "training": {"kind": self.kind, "iteration": state.iteration, "seed": s.seed, "batch_size": s.batch_size,

@@ -501,11 +501,7 @@ class XVRTrainingTest(ScriptedLoadableModuleTest):
         """
         from XVRCoreLib import slicersupport
 
-        if not slicersupport.dependencies_available():
-            import logging
-
-            logging.getLogger(__name__).warning("%s tests skipped: install the dependencies first (use the module once).", type(self).__name__)
-            self.delayDisplay("Skipped: the Python dependencies are not installed yet")
+        if slicersupport.skipped_without_dependencies(self):
             return
         self.setUp()
         self.test_XVRTraining1()

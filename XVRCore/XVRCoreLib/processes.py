@@ -64,17 +64,8 @@ class SlicerJobRunner(JobRunner):
     with its whole process tree.
     """
 
-    def start(self) -> None:
-        import threading
-
-        self.job_dir.mkdir(parents=True, exist_ok=True)
-        self.cancel_file.unlink(missing_ok=True)
-        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
-            cwd=self.cwd, encoding="utf-8", errors="replace", **popen_options())
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+    def popen_options(self) -> dict[str, Any]:
+        return popen_options()
 
     def terminate(self, grace_s: float = 10.0) -> None:
         """Stop the worker's process tree: after ``grace_s`` seconds of a requested cancel, or now."""

@@ -27,6 +27,7 @@ __all__ = [
     "missing_requirements",
     "process_environment",
     "python_executable",
+    "skipped_without_dependencies",
 ]
 
 TORCH_VERSION_REQUIREMENT = ">=2.2"
@@ -44,6 +45,17 @@ def dependencies_available() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(name) is not None for name in DEPENDENCY_MODULES)
+
+
+def skipped_without_dependencies(test) -> bool:
+    """For a module test's ``runTest``: True (logged and shown) when the dependencies are missing, so the
+    test is skipped rather than failed, as SlicerTotalSegmentator's are."""
+    if dependencies_available():
+        return False
+    logging.getLogger(type(test).__module__).warning(
+        "%s tests skipped: install the dependencies first (use the module once).", type(test).__name__)
+    test.delayDisplay("Skipped: the Python dependencies are not installed yet")
+    return True
 
 
 class _LineTee:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -374,7 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     # --show-settings needs no inputs: register's required options are relaxed for it.
     args = build_parser(show_settings="--show-settings" in argv).parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # a warning is one line, like an error (no source line)
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"xvrcore {args.command}: warning: {message}", file=sys.stderr)
+            return args.func(args)
     except _EXPECTED_ERRORS as exc:
         if is_disk_full(exc):
             return _disk_full(args.command, exc)

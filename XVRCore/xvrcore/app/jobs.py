@@ -55,17 +55,20 @@ class JobRunner:
         """The file whose appearance asks the worker to stop (``job_dir/CANCEL``)."""
         return self.job_dir / CANCEL_FILE
 
+    def popen_options(self) -> dict[str, Any]:
+        """``Popen`` keywords that start the worker in its own process group (overridden by the panels)."""
+        if os.name == "posix":
+            return {"start_new_session": True}
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+
     def start(self) -> None:
         """Start the worker in its own process group (a stale cancel file is removed first)."""
         self.job_dir.mkdir(parents=True, exist_ok=True)
         self.cancel_file.unlink(missing_ok=True)
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
-        kwargs: dict[str, Any] = {"start_new_session": True} if os.name == "posix" else {
-            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-        }
         self.process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
-            cwd=self.cwd, encoding="utf-8", errors="replace", **kwargs,
+            cwd=self.cwd, encoding="utf-8", errors="replace", **self.popen_options(),
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -43,7 +43,8 @@ from .state import RunState
 __all__ = ["RESUME_KEYS", "Checkpointer"]
 
 # Settings a resumed run must share with the checkpoint: they decide its batches and its network.
-RESUME_KEYS = ("seed", "batch_size", "ranges", "preset", "parameterization", "architecture", "width", "labels")
+RESUME_KEYS = ("seed", "batch_size", "ranges", "preset", "parameterization", "architecture", "width", "labels",
+               "modality")
 
 
 class Checkpointer:

@@ -40,6 +40,7 @@ from XVRRegistrationLib import (
     PoseEditor,
     RegistrationLauncher,
     Results,
+    ReviewLayout,
     ReviewSection,
     XrayImporter,
     XraySection,
@@ -115,6 +116,21 @@ class XVRRegistrationInitialization(enum.Enum):
         }[self]
 
 
+class XVRRegistrationModality(enum.Enum):
+    """The volume's modality (``xvrcore --modality``); ``auto`` leaves it to the core (DICOM Modality, else CT)."""
+
+    auto = "auto"
+    ct = "ct"
+    mra = "mra"
+
+    def label(self) -> str:
+        return {
+            XVRRegistrationModality.auto: _("Automatic"),
+            XVRRegistrationModality.ct: _("CT"),
+            XVRRegistrationModality.mra: _("MRA (vessels)"),
+        }[self]
+
+
 class XVRRegistrationDevice(enum.Enum):
     """Where the registration process runs; ``auto`` uses CUDA when available."""
 
@@ -157,6 +173,8 @@ class XVRRegistrationParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     inputSegmentation: vtkMRMLSegmentationNode
+    modality: XVRRegistrationModality = XVRRegistrationModality.auto  # CT, MRA or automatic (the core decides)
+    vessels: vtkMRMLSegmentationNode  # optional MRA vessel segmentation
     xrayVolume: vtkMRMLScalarVolumeNode
     outputTransform: vtkMRMLLinearTransformNode
     initialization: XVRRegistrationInitialization = XVRRegistrationInitialization.dicom
@@ -202,6 +220,7 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._timer = None
         self._outcome = ""  # the last job's outcome, shown until the next job starts
+        self._reviewShown = False  # the review layout was shown for the current job (once: the user may leave it)
         self._volumeFilter = None
         self.xraySection = None
         self.reviewSection = None
@@ -230,6 +249,7 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._volumeFilter = SourceVolumeFilter(self.ui.inputVolumeSelector, slicer.mrmlScene)
 
         self.logic = XVRRegistrationLogic()
+        self.logic.layout.register(slicer.app.layoutManager().layoutLogic().GetLayoutNode())
         self.xraySection = XraySection(self.ui, self.logic, lambda: self._parameterNode, self._log,
                                        self._showStatus)
         self.reviewSection = ReviewSection(self.ui, self.logic, lambda: self._parameterNode, self._log,
@@ -414,9 +434,11 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = self.logic.launcher.startRegistration(
                 xrays, p.inputVolume, p.inputSegmentation, initialization.value, p.outputDirectory,
                 modelPath=p.modelPath, modelRepository=p.modelRepository, xrayLandmarks=p.xrayLandmarks,
-                volumeLandmarks=p.volumeLandmarks, device=p.device.value)
+                volumeLandmarks=p.volumeLandmarks, device=p.device.value, modality=p.modality.value,
+                vesselNode=p.vessels)
             self.ui.logTextEdit.clear()
             self._outcome = ""
+            self._reviewShown = False
             for command in self._job.commands:
                 self._log(" ".join(command))
             self.ui.progressBar.setVisible(True)
@@ -445,7 +467,11 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic.results.applyResult(xrayNode, jsonPath, p.inputVolume,
                                                p.inputSegmentation if p.showOutlines else None)
                 applied = True
-                if xrayNode is p.xrayVolume:
+                if not self._reviewShown:  # the first result of the job: the views to check it in
+                    self._reviewShown = True
+                    self.logic.layout.switchTo(slicer.app.layoutManager())
+                    self.xraySection.show(p.xrayVolume)
+                elif xrayNode is p.xrayVolume:
                     self.xraySection.show(xrayNode)
         if applied:
             self.reviewSection.updateResultsTable()
@@ -479,7 +505,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
     given). The work is split among collaborators with one job each (``XVRRegistrationLib``):
     ``xrays`` imports X-rays, ``poses`` changes their poses, ``overlays`` renders the DRR, outlines and
     checkerboard, ``display`` shows them in the views, ``launcher`` starts the background job and
-    ``results`` applies and exports its results.
+    ``results`` applies and exports its results, ``layout`` is the review layout.
     """
 
     def __init__(self) -> None:
@@ -491,6 +517,7 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         self.display = Display(self.overlays)
         self.launcher = RegistrationLauncher()
         self.results = Results(self.poses, self.overlays)
+        self.layout = ReviewLayout()
 
     def getParameterNode(self):
         return XVRRegistrationParameterNode(super().getParameterNode())

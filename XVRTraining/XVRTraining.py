@@ -31,6 +31,9 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 from XVRTrainingLib import CUSTOM_RANGE_NAMES, TrainingLauncher
 
+#: The panel's pose ranges in clinical terms (XVRCoreLib.clinical_ranges.CLINICAL_NAMES), each with Min and Max.
+CLINICAL_RANGE_NAMES = ("primary", "secondary", "roll", "sod", "lateral", "longitudinal")
+
 # torch, xvrcore and XVRCoreLib are imported lazily, inside the methods that need them: importing this file
 # (and XVRTrainingLib, next to it) must stay cheap, must work before the dependencies are installed and
 # before Slicer has put the XVRCore module's folder on sys.path (in a source tree each module folder is its
@@ -110,6 +113,21 @@ class XVRTrainingOrientation(enum.Enum):
         }[self]
 
 
+class XVRTrainingModality(enum.Enum):
+    """The volume's modality (``xvrcore --modality``); ``auto`` leaves it to the core (DICOM Modality, else CT)."""
+
+    auto = "auto"
+    ct = "ct"
+    mra = "mra"
+
+    def label(self) -> str:
+        return {
+            XVRTrainingModality.auto: _("Automatic"),
+            XVRTrainingModality.ct: _("CT"),
+            XVRTrainingModality.mra: _("MRA (vessels)"),
+        }[self]
+
+
 class XVRTrainingDevice(enum.Enum):
     """Where the training process runs; ``auto`` uses CUDA when available."""
 
@@ -140,7 +158,8 @@ class XVRTrainingProfile(enum.Enum):
         }[self]
 
 
-# The custom ranges' defaults (alphaMin ... zMax) are the paper's Table S2 pelvis ranges.
+# The ranges' defaults (primaryMin ... longitudinalMax, sid) are the paper's Table S2 pelvis preset in clinical terms
+# (XVRCoreLib.clinical_ranges maps them to the paper's α, β, γ, x, y, z).
 @parameterNodeWrapper
 class XVRTrainingParameterNode:
     """
@@ -149,7 +168,11 @@ class XVRTrainingParameterNode:
     inputVolume - The preoperative CT or MRA the network is trained on.
     inputSegmentation - Optional: restricts the rendered anatomy to these segments.
     preset - Anatomy preset (C-arm geometry and sampled pose ranges), or custom ranges.
-    orientation, alphaMin ... zMax - The custom ranges (degrees and mm; the paper's C-arm parameters).
+    modality - CT, MRA or automatic (the core decides); vessels - optional vessel segmentation (MRA contrast).
+    orientation - The network's frame (the paper's AP/PA reorientation).
+    primaryMin ... longitudinalMax, sid - The pose ranges in clinical terms: LAO+/RAO-, CRA+/CAU-, in-plane
+        rotation (degrees), SOD, table lateral and longitudinal offsets, SID (mm). Edited for custom ranges;
+        a preset's own ranges are shown when a preset is picked.
     pretrainedModel - Optional pretrained model to finetune: a model folder or an xvr .pth file.
     pretrainedRepository - Optional Hugging Face repository of a pretrained model ("owner/name").
     outputDirectory - Where checkpoints and the model are written; must survive the Slicer session.
@@ -164,18 +187,21 @@ class XVRTrainingParameterNode:
     inputSegmentation: vtkMRMLSegmentationNode
     preset: XVRTrainingPreset = XVRTrainingPreset.pelvis
     orientation: XVRTrainingOrientation = XVRTrainingOrientation.PA
-    alphaMin: Annotated[float, WithinRange(-180, 180)] = -45.0
-    alphaMax: Annotated[float, WithinRange(-180, 180)] = 45.0
-    betaMin: Annotated[float, WithinRange(-89, 89)] = -45.0
-    betaMax: Annotated[float, WithinRange(-89, 89)] = 45.0
-    gammaMin: Annotated[float, WithinRange(-180, 180)] = -15.0
-    gammaMax: Annotated[float, WithinRange(-180, 180)] = 15.0
-    xMin: Annotated[float, WithinRange(-2000, 2000)] = -150.0
-    xMax: Annotated[float, WithinRange(-2000, 2000)] = 150.0
-    yMin: Annotated[float, WithinRange(-2000, 2000)] = -1000.0
-    yMax: Annotated[float, WithinRange(-2000, 2000)] = -450.0
-    zMin: Annotated[float, WithinRange(-2000, 2000)] = -150.0
-    zMax: Annotated[float, WithinRange(-2000, 2000)] = 150.0
+    modality: XVRTrainingModality = XVRTrainingModality.auto
+    vessels: vtkMRMLSegmentationNode
+    primaryMin: Annotated[float, WithinRange(-360, 360)] = -45.0
+    primaryMax: Annotated[float, WithinRange(-360, 360)] = 45.0
+    secondaryMin: Annotated[float, WithinRange(-89, 89)] = -45.0
+    secondaryMax: Annotated[float, WithinRange(-89, 89)] = 45.0
+    rollMin: Annotated[float, WithinRange(-180, 180)] = -15.0
+    rollMax: Annotated[float, WithinRange(-180, 180)] = 15.0
+    sodMin: Annotated[float, WithinRange(0, 2000)] = 450.0
+    sodMax: Annotated[float, WithinRange(0, 2000)] = 1000.0
+    lateralMin: Annotated[float, WithinRange(-2000, 2000)] = -150.0
+    lateralMax: Annotated[float, WithinRange(-2000, 2000)] = 150.0
+    longitudinalMin: Annotated[float, WithinRange(-2000, 2000)] = -150.0
+    longitudinalMax: Annotated[float, WithinRange(-2000, 2000)] = 150.0
+    sid: Annotated[float, WithinRange(100, 3000)] = 1020.0
     pretrainedModel: pathlib.Path
     pretrainedRepository: str = ""
     outputDirectory: pathlib.Path
@@ -310,6 +336,7 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         running = self._job is not None and self._job.running
         self.ui.customRangesCollapsibleButton.enabled = self._parameterNode.preset == XVRTrainingPreset.custom
+        self.logic.showPresetRanges(self._parameterNode)
         problems = self.logic.inputProblems(self._parameterNode)
         if running:
             self.ui.applyButton.text = _("Cancel") if not self._job.cancelRequested else _("Cancelling...")
@@ -353,7 +380,8 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = self.logic.launcher.startTraining(
                 p.inputVolume, p.inputSegmentation, p.outputDirectory, preset=p.preset.value,
                 customRanges=self.logic.customRanges(p) if p.preset == XVRTrainingPreset.custom else None,
-                orientation=p.orientation.value, pretrainedModel=p.pretrainedModel,
+                orientation=p.orientation.value, sdd=p.sid if p.preset == XVRTrainingPreset.custom else None,
+                modality=p.modality.value, vesselNode=p.vessels, pretrainedModel=p.pretrainedModel,
                 pretrainedRepository=p.pretrainedRepository, minutes=p.minutes, device=p.device.value,
                 profile=p.profile.value, batchSize=p.batchSize, resume=resume,
             )
@@ -442,7 +470,7 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
         if str(parameterNode.outputDirectory) in ("", "."):
             problems.append(_("Select an output directory for the checkpoints."))
         if parameterNode.preset == XVRTrainingPreset.custom:
-            for name in CUSTOM_RANGE_NAMES:
+            for name in CLINICAL_RANGE_NAMES:
                 if getattr(parameterNode, name + "Min") > getattr(parameterNode, name + "Max"):
                     problems.append(_("The custom {name} range is empty (minimum above maximum).").format(name=name))
         if str(parameterNode.pretrainedModel) not in ("", ".") and parameterNode.pretrainedRepository.strip():
@@ -450,9 +478,43 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
         return problems
 
     @staticmethod
-    def customRanges(parameterNode) -> dict:
-        return {name: [getattr(parameterNode, name + "Min"), getattr(parameterNode, name + "Max")]
-                for name in CUSTOM_RANGE_NAMES}
+    def clinicalRanges(parameterNode):
+        """The panel's ranges as ``XVRCoreLib.clinical_ranges.ClinicalRanges``."""
+        from XVRCoreLib.clinical_ranges import ClinicalRanges
+
+        return ClinicalRanges(**{name: (getattr(parameterNode, name + "Min"), getattr(parameterNode, name + "Max"))
+                                 for name in CLINICAL_RANGE_NAMES}, sid=parameterNode.sid)
+
+    @classmethod
+    def customRanges(cls, parameterNode) -> dict:
+        """The paper's ``{alpha: [min, max], …, z: [min, max]}`` of the panel's clinical ranges (its orientation)."""
+        from XVRCoreLib.clinical_ranges import to_paper
+
+        paper = to_paper(cls.clinicalRanges(parameterNode), parameterNode.orientation.value)
+        return {name: list(paper[name]) for name in CUSTOM_RANGE_NAMES}
+
+    @staticmethod
+    def showPresetRanges(parameterNode) -> bool:
+        """Show a picked preset's own ranges (clinical terms), its orientation and SID; False for custom ranges.
+
+        Written only where a value differs, so the parameter node's observers are not triggered for nothing.
+        """
+        if parameterNode.preset == XVRTrainingPreset.custom:
+            return False
+        try:
+            from xvrcore.learning.sampling import get_preset
+            from XVRCoreLib.clinical_ranges import from_paper
+        except ImportError:  # dependencies not installed yet: the defaults are the pelvis preset's
+            return False
+        preset = get_preset(parameterNode.preset.value)
+        clinical = from_paper(preset.ranges.to_dict(), preset.ranges.orientation, sid=preset.sdd)
+        values = {"sid": clinical.sid, "orientation": XVRTrainingOrientation(preset.ranges.orientation)}
+        for name in CLINICAL_RANGE_NAMES:
+            values[name + "Min"], values[name + "Max"] = getattr(clinical, name)
+        for name, value in values.items():
+            if getattr(parameterNode, name) != value:
+                setattr(parameterNode, name, value)
+        return True
 
     @staticmethod
     def canResume(outputDirectory) -> bool:
@@ -533,7 +595,7 @@ class XVRTrainingTest(ScriptedLoadableModuleTest):
         with self.assertRaises(ValueError):
             parameterNode.minutes = 0.1  # outside WithinRange(0.5, 1440)
         parameterNode.preset = XVRTrainingPreset.custom
-        parameterNode.xMin, parameterNode.xMax = 10.0, -10.0
+        parameterNode.lateralMin, parameterNode.lateralMax = 10.0, -10.0
         self.assertEqual(len(logic.inputProblems(parameterNode)), 1)
 
         self.delayDisplay("Test passed")

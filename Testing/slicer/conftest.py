@@ -124,3 +124,31 @@ def slicer_app(scene, tmp_path, monkeypatch):
     app.close()
     errors, slot_errors[:] = list(slot_errors), []
     assert not errors, "a slot raised:\n" + "\n".join(errors)
+
+
+# ---- the panels, created and entered (shared by the panel test files) --------------------------------------
+
+
+@pytest.fixture
+def ct_node(scene, torso_path):
+    from XVRCoreLib import volumes
+
+    return volumes.load_volume_node(scene, torso_path, name="CT")
+
+
+@pytest.fixture
+def registration_panel(slicer_app, registration_module, ct_node, monkeypatch):
+    """The registration panel, entered (the module shown), with the CT loaded."""
+    panel = slicer_app.createPanel(registration_module, "XVRRegistration")
+    monkeypatch.setattr(panel.logic, "ensureDependencies", lambda **kwargs: None)  # the PyTorch extension is Slicer's
+    slicer_app.enter(panel)
+    return panel
+
+
+@pytest.fixture
+def training_panel(slicer_app, training_module, monkeypatch):
+    """The training panel, entered."""
+    panel = slicer_app.createPanel(training_module, "XVRTraining")
+    monkeypatch.setattr(panel.logic, "ensureDependencies", lambda **kwargs: None)
+    slicer_app.enter(panel)
+    return panel

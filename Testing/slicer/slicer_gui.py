@@ -22,7 +22,8 @@ What behaves as in Slicer, because the panels depend on it:
   ``addCurrentPathToHistory`` puts the path first in the stored history;
 * **slicer.util.loadUI / childWidgetVariables** are Slicer's own (from ``slicer-core``); they get a ``qt``
   module whose ``QUiLoader`` builds the widgets above and makes the ``.ui``'s ``<connections>``;
-* **the application** (``slicer.app``): a layout manager with a Red slice view (a real slice logic), the
+* **the application** (``slicer.app``): a layout manager on Slicer's own layout logic, with a Red slice view
+  and the slice views of the layouts shown (real slice logics), the
   module panel's ``isEntered`` flag, enter/exit, error and information dialogs recorded instead of shown.
 """
 
@@ -599,24 +600,50 @@ class _SliceWidget:
 
 
 class _LayoutManager:
+    """qSlicerLayoutManager as the panels use it: Slicer's own vtkMRMLLayoutLogic (layout descriptions, the
+    view nodes a layout needs), ``setLayout`` sets the layout node's arrangement, and a slice widget (a
+    real slice logic, which makes the view's composite node) exists for every slice view a layout shown
+    so far has (Slicer keeps a view's widget once made). Red exists from the start (the default layout).
+    """
+
     def __init__(self, scene):
         import slicer
 
-        app_logic = scene._xvr_keep[0]
+        self._scene, self._appLogic = scene, scene._xvr_keep[0]
+        self._layoutLogic = slicer.vtkMRMLLayoutLogic()
+        self._layoutLogic.SetMRMLScene(scene)
         self._logics = {}
-        for name in ("Red",):
+        self._addSliceLogic("Red")
+        self.layoutChanges: list[int] = []  # every setLayout call (test helper)
+
+    def _addSliceLogic(self, name):
+        import slicer
+
+        if name not in self._logics:
             logic = slicer.vtkMRMLSliceLogic()
-            logic.SetMRMLScene(scene)
-            logic.SetMRMLApplicationLogic(app_logic)
+            logic.SetMRMLScene(self._scene)
+            logic.SetMRMLApplicationLogic(self._appLogic)
             logic.AddSliceNode(name)
             self._logics[name] = logic
-        self.layout = 0
+
+    def layoutLogic(self):
+        return self._layoutLogic
+
+    @property
+    def layout(self) -> int:
+        return self._layoutLogic.GetLayoutNode().GetViewArrangement()
 
     def sliceWidget(self, name):
         return _SliceWidget(self._logics[name]) if name in self._logics else None
 
     def setLayout(self, layout):
-        self.layout = layout
+        self.layoutChanges.append(int(layout))
+        self._layoutLogic.GetLayoutNode().SetViewArrangement(int(layout))
+        views = self._layoutLogic.GetViewNodes()
+        for i in range(views.GetNumberOfItems()):
+            view = views.GetItemAsObject(i)
+            if view.IsA("vtkMRMLSliceNode"):
+                self._addSliceLogic(view.GetLayoutName())
 
 
 class SlicerApplication:

@@ -16,36 +16,8 @@ slicer = pytest.importorskip("slicer")
 pytest.importorskip("torch")
 pytest.importorskip("PySide6")
 
+from panel_helpers import fake_training, import_xrays, poll_until_finished
 from XVRCoreLib import volumes
-
-
-@pytest.fixture
-def ct_node(scene, torso_path):
-    return volumes.load_volume_node(scene, torso_path, name="CT")
-
-
-@pytest.fixture
-def registration_panel(slicer_app, registration_module, ct_node, monkeypatch):
-    """The registration panel, entered (the module shown), with the CT loaded."""
-    panel = slicer_app.createPanel(registration_module, "XVRRegistration")
-    monkeypatch.setattr(panel.logic, "ensureDependencies", lambda **kwargs: None)  # the PyTorch extension is Slicer's
-    slicer_app.enter(panel)
-    return panel
-
-
-@pytest.fixture
-def training_panel(slicer_app, training_module, monkeypatch):
-    panel = slicer_app.createPanel(training_module, "XVRTraining")
-    monkeypatch.setattr(panel.logic, "ensureDependencies", lambda **kwargs: None)
-    slicer_app.enter(panel)
-    return panel
-
-
-def import_xrays(panel, synthetic_xrays, names=("view_a", "view_b")) -> dict:
-    """Import X-rays as the Import button does; {name: X-ray node}."""
-    panel.xraySection._import([str(synthetic_xrays[name][0]) for name in names])
-    return {name: node for name in names for node in panel.logic.xrays.xrayNodes(slicer.mrmlScene)
-            if node.GetName() == name}
 
 
 def pose(panel, xray):
@@ -219,31 +191,12 @@ def test_path_fields_start_empty_and_remember_folders(slicer_app, training_modul
 # ---- defects 5 and 6: the outcome stays; closing the scene during a job --------------------------------------
 
 
-def _fake_training(training_module, tmp_path, code: str):
-    """A TrainingJob whose process is a tiny script (the panel's handling of its end is what is tested)."""
-    import sys
-
-    from XVRTrainingLib.job import TrainingJob
-
-    return TrainingJob([sys.executable, "-c", code], tmp_path / "run").start()
-
-
-def _poll_until_finished(panel):
-    import time
-
-    deadline = time.monotonic() + 120
-    while panel._job.running:
-        panel.onPoll()
-        assert time.monotonic() < deadline, "the job did not end"
-        time.sleep(0.05)
-
-
 def test_a_failed_training_stays_visible(slicer_app, training_panel, training_module, scene, torso_path, tmp_path):
     volumes.load_volume_node(scene, torso_path, name="CT")
     panel = training_panel
-    panel._job = _fake_training(training_module, tmp_path, "import sys; print('out of memory'); sys.exit(3)")
+    panel._job = fake_training(tmp_path, "import sys; print('out of memory'); sys.exit(3)")
     panel._timer.start()
-    _poll_until_finished(panel)
+    poll_until_finished(panel)
     status = panel.ui.statusLabel.text
     assert "Training failed (exit code 3)" in status
     panel._parameterNode.minutes = 7.0  # any later change re-checks the inputs: the outcome stays
@@ -260,10 +213,10 @@ def test_closing_the_scene_during_training_records_the_model(slicer_app, trainin
     panel = training_panel
     model = tmp_path / "run" / "model"
     finished = PREFIX + json.dumps({"event": "finished", "model": str(model)})
-    panel._job = _fake_training(training_module, tmp_path, f"import time; time.sleep(0.5); print({finished!r})")
+    panel._job = fake_training(tmp_path, f"import time; time.sleep(0.5); print({finished!r})")
     panel._timer.start()
     slicer_app.closeScene()
-    _poll_until_finished(panel)
+    poll_until_finished(panel)
     p = training_module.XVRTrainingLogic().getParameterNode()
     assert str(p.trainedModel) == str(model)
     assert "Training finished" in panel.ui.statusLabel.text
@@ -287,7 +240,7 @@ def test_closing_the_scene_during_registration_cancels_it(slicer_app, registrati
     panel._timer.start()
     slicer_app.closeScene()
     assert panel._job.cancelRequested
-    _poll_until_finished(panel)  # the result for an X-ray no longer in the scene is not applied (no error)
+    poll_until_finished(panel)  # the result for an X-ray no longer in the scene is not applied (no error)
     assert "no longer in the scene" in panel.ui.logTextEdit.toPlainText() or panel._job.done == []
 
 

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "Resources" / "Screenshots"
 SLICE_SIZE = (320, 256)
 THREED_SIZE = (400, 320)
-README_PICTURES = {"registration_slice_view.png", "registration_3d_view.png", "checkerboard_slice_view.png"}
+README_PICTURES = {"registration_slice_view.png", "registration_3d_view.png"}  # also the extension's screenshots
+REVIEW_SIZE = (1280, 800)  # the review layout (and the checkerboard in its fusion view) at real size
 STRUCTURES = {5: "liver", 52: "aorta", 31: "L1", 32: "L2", 33: "L3"}
 
 
@@ -78,7 +79,11 @@ def rendered(registration_module, torso_path, torso_crop, tmp_path_factory):
     app.view_manager.register_factory(trame_views.DirectViewFactory(do_render_offscreen=True))
     red = app.view_manager.create_view(trame_views.ViewLayoutDefinition.axial_view())
     threed = app.view_manager.create_view(trame_views.ViewLayoutDefinition.threed_view())
-    for view, size in ((red, SLICE_SIZE), (threed, THREED_SIZE)):
+    from XVRRegistrationLib.layout import OUTLINE_VIEW, REVIEW_VIEW_SIZES
+
+    outline_view = app.view_manager.create_view(trame_views.ViewLayoutDefinition.slice_view(
+        "Axial", label=OUTLINE_VIEW, color="#6EB04B"))  # the review layout's second slice view
+    for view, size in ((red, SLICE_SIZE), (threed, THREED_SIZE), (outline_view, REVIEW_VIEW_SIZES[OUTLINE_VIEW])):
         view.render_window().SetMultiSamples(0)  # translucent geometry disappears with MSAA on Mesa EGL
         view.render_window().SetSize(*size)
     scene = app.scene
@@ -104,7 +109,7 @@ def rendered(registration_module, torso_path, torso_crop, tmp_path_factory):
     xray_node = logic.xrays.importXray(dicom, scene, ct_node)
     logic.poses.setPose(xray_node, pose.numpy())  # as a registration result would
     drr_node, outline_node = logic.overlays.updateOverlays(xray_node, ct_node, segmentation, maxSize=200)
-    return {"app": app, "red": red, "threed": threed, "scene": scene, "slice": slice_node, "logic": logic,
+    return {"app": app, "red": red, "threed": threed, "outline_view": outline_view, "scene": scene, "slice": slice_node, "logic": logic,
             "xray": xray_node, "drr": drr_node, "outlines": outline_node, "ct": ct, "pose": pose.numpy(), "target": target,
             "detector": detector, "out": out}
 
@@ -284,3 +289,86 @@ def test_threed_view_detector_plane_shows_the_xray_with_its_contrast(rendered):
     assert correlation > 0.95, correlation
     assert high - low > 120, (low, median, high)  # the X-ray's contrast, not a few grey levels near white
     assert 60 < median < 200, (low, median, high)
+
+
+def _side_view(r) -> None:
+    """The 3D camera beside the C-arm beam, behind the detector (the beam, the plane and the segments in view)."""
+    pose = r["pose"]
+    camera = r["threed"].renderer().GetActiveCamera()
+    detector_centre = pose[:3, 3] + r["detector"].sdd * pose[:3, 2]
+    side = pose[:3, 0] * 0.75 - pose[:3, 1] * 0.35 + pose[:3, 2] * 0.75
+    focal = 0.5 * (pose[:3, 3] + detector_centre)
+    camera.SetFocalPoint(*focal)
+    camera.SetPosition(*(focal + 1900 * side / np.linalg.norm(side)))
+    camera.SetViewUp(*(-pose[:3, 1]))
+    camera.SetViewAngle(30)
+    r["threed"].renderer().ResetCameraClippingRange()
+
+
+def _screen(view, slice_node, size):
+    """Give a view its size in the layout (the slice node's dimensions follow the view, as in Slicer)."""
+    view.render_window().SetSize(*size)
+    if slice_node is not None:
+        slice_node.SetDimensions(*size, 1)
+
+
+def test_review_layout_at_real_size(rendered):
+    """The review layout at 1280x800: the X-ray with the DRR in colour fusion (amber where the DRR is
+    dense, grey elsewhere), the X-ray with the outlines (grey but for the outlines), the 3D view. Rendered
+    view by view at their sizes in the layout and put together (trame-slicer renders views, not Qt layouts)."""
+    from PIL import Image
+    from XVRRegistrationLib.layout import (
+        FUSION_COLOR,
+        FUSION_VIEW,
+        OUTLINE_VIEW,
+        REVIEW_VIEW_SIZES,
+        THREED_VIEW,
+    )
+
+    r = rendered
+    assert FUSION_VIEW == "Red"
+    outline_slice = r["scene"].GetNodeByID("vtkMRMLSliceNode" + OUTLINE_VIEW)
+    _screen(r["red"], r["slice"], REVIEW_VIEW_SIZES[FUSION_VIEW])
+    _screen(r["outline_view"], outline_slice, REVIEW_VIEW_SIZES[OUTLINE_VIEW])
+    _screen(r["threed"], None, REVIEW_VIEW_SIZES[THREED_VIEW])
+    try:
+        r["logic"].layout.show(r["xray"], r["slice"], outline_slice, opacity=0.6)
+        _side_view(r)
+        fusion = _grab(r["red"], r["out"] / "review_fusion.png").astype(np.int16)
+        outlined = _grab(r["outline_view"], r["out"] / "review_outlines.png").astype(np.int16)
+        threed = _grab(r["threed"], r["out"] / "review_3d.png")
+        assert fusion.shape[:2] == (800, 640) and outlined.shape[:2] == threed.shape[:2] == (400, 640)
+
+        # Fusion: amber (red over blue, in the colour's proportions) on the dense part of the DRR, the X-ray's
+        # grey elsewhere in the image.
+        chroma_fusion = fusion.max(-1) - fusion.min(-1)
+        tinted = (fusion[..., 0] - fusion[..., 2]) > 40
+        assert 0.05 < tinted.mean() < 0.5, tinted.mean()
+        amber = fusion[tinted]
+        ratio = np.median((amber[:, 1] - amber[:, 2]) / (amber[:, 0] - amber[:, 2]))
+        assert abs(ratio - FUSION_COLOR[1] / FUSION_COLOR[0]) < 0.2, ratio
+        grey = (chroma_fusion < 4) & (fusion.mean(-1) > 30)  # untouched X-ray pixels (not the black background)
+        assert grey.sum() > 0.5 * tinted.sum(), (grey.sum(), tinted.sum())
+        # Outline view: no DRR, so grey wherever no outline is drawn; the outlines in their colours.
+        outline_labels = slicer.util.arrayFromVolume(r["outlines"])[0]
+        assert outline_labels.any()
+        chroma = outlined.max(-1) - outlined.min(-1)
+        assert np.median(chroma) < 4 and (chroma > 60).sum() > 200, (np.median(chroma), (chroma > 60).sum())
+
+        picture = np.zeros((REVIEW_SIZE[1], REVIEW_SIZE[0], 3), np.uint8)
+        picture[:, :640] = fusion
+        picture[:400, 640:] = outlined
+        picture[400:, 640:] = threed
+        picture[:, 639:641] = picture[399:401, 640:] = 40  # the layout's splitters
+        Image.fromarray(picture).save(r["out"] / "review_layout.png")
+
+        r["logic"].display.showCheckerboard(r["xray"], r["slice"])
+        board = _grab(r["red"], r["out"] / "checkerboard_slice_view.png")
+        assert board.astype(np.float64).mean(-1).std() > 10
+        if os.environ.get("XVR_WRITE_SCREENSHOTS"):
+            Image.fromarray(picture).save(SCREENSHOTS / "review_layout.png")
+            Image.fromarray(board).save(SCREENSHOTS / "checkerboard_slice_view.png")
+    finally:
+        _screen(r["red"], r["slice"], SLICE_SIZE)
+        _screen(r["threed"], None, THREED_SIZE)
+        r["logic"].display.showXray(r["xray"], r["slice"], opacity=0.45)

@@ -15,6 +15,7 @@ from .vtkdata import vtk_matrix
 __all__ = [
     "align_slice_to_xray",
     "color_table_node",
+    "fusion_color_table_node",
     "outline_labels",
     "set_foreground_opacity",
     "show_in_slice_view",
@@ -109,3 +110,16 @@ def set_foreground_opacity(scene, slice_node, opacity: float) -> None:
     composite = slice_composite_node(scene, slice_node)
     if composite is not None:
         composite.SetForegroundOpacity(float(opacity))
+
+
+def fusion_color_table_node(scene, rgb: tuple[float, float, float], name: str, entries: int = 256):
+    """A colour table for colour fusion (one per scene, found by ``name``): one colour, from a third of its
+    brightness up to full, so that the foreground's values read as shades of one colour over a grey background."""
+    node = scene.GetFirstNodeByName(name) or add_node(scene, "vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(entries)
+    for i in range(entries):
+        shade = 1.0 / 3.0 + (2.0 / 3.0) * i / (entries - 1)
+        node.SetColor(i, f"{i}", *(float(c) * shade for c in rgb), 1.0)
+    node.SetAttribute("Category", "SlicerXVR")
+    return node

@@ -4,6 +4,7 @@
 * :mod:`.poses` — the C-arm pose of an X-ray: set, followed, nudged (``PoseEditor``);
 * :mod:`.overlays` — DRR, outlines and checkerboard at the current pose (``Overlays``);
 * :mod:`.display` — what the slice and 3D views show (``Display``);
+* :mod:`.layout` — the review layout shown when a result arrives (``ReviewLayout``);
 * :mod:`.launch` — the inputs and command lines of the background registration (``RegistrationLauncher``);
 * :mod:`.job` — the background ``xvrcore register`` processes (``RegistrationJob``);
 * :mod:`.results` — results applied to the scene, the quality table, the export (``Results``);
@@ -18,18 +19,21 @@ from .display import Display
 from .imports import XrayImporter
 from .job import RegistrationJob
 from .launch import RegistrationLauncher, registrationCommand
+from .layout import REVIEW_LAYOUT_ID, ReviewLayout
 from .overlays import Overlays
 from .panel import ReviewSection, XraySection
 from .poses import PoseEditor
 from .results import Results
 
 __all__ = [
+    "REVIEW_LAYOUT_ID",
     "Display",
     "Overlays",
     "PoseEditor",
     "RegistrationJob",
     "RegistrationLauncher",
     "Results",
+    "ReviewLayout",
     "ReviewSection",
     "XrayImporter",
     "XraySection",

@@ -16,7 +16,7 @@ __all__ = ["RegistrationLauncher", "registrationCommand"]
 
 def registrationCommand(python, xrayPaths, volumePath, outputDirectory, labelsPath=None, labelNamesPath=None,
                         initPose=None, landmarks=None, model=None, frame=None, maskFrame=None, overrides=None,
-                        device="auto", cancelFile=None, overwrite=True) -> list:
+                        device="auto", cancelFile=None, overwrite=True, modality="auto", vesselsPath=None) -> list:
     """The ``xvrcore register`` command line (``python -m xvrcore register ... --progress-json``).
 
     Built by :func:`xvrcore.app.commands.register_command`; this maps the panel's inputs to its options:
@@ -24,12 +24,14 @@ def registrationCommand(python, xrayPaths, volumePath, outputDirectory, labelsPa
     geometry ``overrides`` of :func:`XVRRegistrationLib.imports.geometryOverrides`.
     """
     from xvrcore.app.commands import register_command
+    from XVRCoreLib.vessels import MODALITY_ARGUMENT
 
     overrides = overrides or {}
     spacing = overrides.get("pixel_spacing")
     start = {"init_pose": initPose} if initPose else {"landmarks": landmarks} if landmarks else {"model": model or None}
     return register_command(
         [str(p) for p in xrayPaths], python=str(python), volume=volumePath, output=outputDirectory,
+        modality=MODALITY_ARGUMENT[str(modality)], vessels=vesselsPath or None,  # auto: the core decides
         labels=labelsPath or None, label_names=labelNamesPath if labelsPath and labelNamesPath else None, **start,
         frame=None if frame in (None, "") else frame,
         mask_frame=int(maskFrame) if maskFrame is not None and int(maskFrame) >= 0 else None,
@@ -78,7 +80,7 @@ class RegistrationLauncher:
 
     def startRegistration(self, xrayNodes, volumeNode, segmentationNode, initialization, outputDirectory, modelPath=None,
                           modelRepository=None, xrayLandmarks=None, volumeLandmarks=None, device="auto",
-                          python=None) -> RegistrationJob:
+                          python=None, modality="auto", vesselNode=None) -> RegistrationJob:
         """Write the inputs and start the registration of ``xrayNodes`` in the background; returns the job.
 
         ``initialization``: ``"dicom"`` (the header), ``"model"`` (the trained model's prediction: a model
@@ -95,6 +97,9 @@ class RegistrationLauncher:
         jobDirectory.mkdir(parents=True, exist_ok=True)
         volumePath = self._writeVolume(volumeNode, jobDirectory / "volume.nrrd")
         labelsPath, namesPath = self._writeLabels(segmentationNode, volumeNode, jobDirectory)
+        from XVRCoreLib.vessels import write_vessels
+
+        vesselsPath = write_vessels(vesselNode, volumeNode, jobDirectory / "vessels.nrrd")
         starts = {"current": jobDirectory / "init", "landmarks": jobDirectory / "landmarks"}
         for folder in starts.values():
             shutil.rmtree(folder, ignore_errors=True)
@@ -109,7 +114,7 @@ class RegistrationLauncher:
             initPose=starts["current"] if initialization == "current" else None,
             landmarks=starts["landmarks"] if initialization == "landmarks" else None, model=model,
             frame=frame or None, maskFrame=int(maskFrame), overrides=json.loads(overrides), device=device,
-            cancelFile=jobDirectory / CANCEL_FILE) for (frame, maskFrame, overrides), files in groups.items()]
+            cancelFile=jobDirectory / CANCEL_FILE, modality=modality, vesselsPath=vesselsPath) for (frame, maskFrame, overrides), files in groups.items()]
         job = RegistrationJob(commands, jobDirectory, inputs, env=slicersupport.process_environment(device))
         return job.start()
 

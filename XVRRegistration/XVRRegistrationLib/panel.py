@@ -102,7 +102,8 @@ class XraySection(PanelSection, VTKObservationMixin):
                                                   (p.primaryAngle, p.secondaryAngle) if p.overrideAngles else None)
 
     def show(self, xrayNode) -> None:
-        """Show the X-ray, its DRR and outlines in the Red view, aligned to the detector plane; the CT in 3D."""
+        """Show the X-ray, its DRR and outlines in the Red view (in the review layout: the DRR in colour fusion in
+        the Red view, the outlines in a view of their own), aligned to the detector plane; the CT in 3D."""
         if not self._isReady(xrayNode):
             return
         p = self._parameterNode()
@@ -110,7 +111,13 @@ class XraySection(PanelSection, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to show the X-ray."), waitCursor=True):
             if p.inputVolume is not None:
                 self.logic.overlays.updateOverlays(xrayNode, p.inputVolume, p.inputSegmentation if p.showOutlines else None)
-            self.logic.display.showXray(xrayNode, redSliceNode(), p.drrOpacity, p.showOutlines)
+            layoutManager = slicer.app.layoutManager()
+            if self.logic.layout.isShown(layoutManager):  # fusion and outlines in views of their own
+                self.logic.layout.show(xrayNode, *self.logic.layout.sliceNodes(layoutManager), p.drrOpacity,
+                                       p.showOutlines)
+            else:
+                self.logic.layout.plainDisplay(xrayNode)
+                self.logic.display.showXray(xrayNode, redSliceNode(), p.drrOpacity, p.showOutlines)
             if p.inputVolume is not None:
                 self.logic.display.show3D(p.inputVolume, p.inputSegmentation)
             slicer.app.layoutManager().sliceWidget("Red").sliceLogic().FitSliceToBackground()

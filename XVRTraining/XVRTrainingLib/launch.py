@@ -36,21 +36,27 @@ def resolveProfile(profile: str = "automatic", device: str = "auto") -> str:
 
 def trainingCommand(python, volumePath, outputDirectory, preset="pelvis", customRanges=None, orientation=None,
                     labelmapPath=None, labels=None, initFrom=None, minutes=5.0, iterations=None, device="auto",
-                    batchSize=0, resume=False, threads=None, extra=(), profile="standard") -> list:
+                    batchSize=0, resume=False, threads=None, extra=(), profile="standard", sdd=None, modality="auto",
+                    vesselsPath=None) -> list:
     """The ``xvrcore train`` command line (``python -m xvrcore train ... --progress-json``).
 
     Built by :func:`xvrcore.app.commands.train_command`; this maps the panel's inputs to its options:
     ``customRanges`` ``{name: (min, max)}`` with the ``orientation`` (the ``custom`` preset trains the
     pelvis geometry on them), ``iterations`` instead of ``minutes`` when given, ``batchSize`` 0 for the
-    profile's. ``profile``: ``standard`` or ``quick`` (``xvrcore.learning.training.PROFILES``). ``extra``
+    profile's. ``profile``: ``standard`` or ``quick`` (``xvrcore.learning.training.PROFILES``). ``sdd``: the
+    training camera's SID (None: the preset's). ``modality`` ``auto`` leaves ``--modality`` to the core;
+    ``vesselsPath`` a vessel label map (``--vessels``). ``extra``
     (command-line tokens) goes at the end.
     """
     from xvrcore.app.commands import train_command
+    from XVRCoreLib.vessels import MODALITY_ARGUMENT
 
     ranges = {name: tuple(customRanges[name]) for name in CUSTOM_RANGE_NAMES} if customRanges else {}
     command = train_command(
         python=str(python), volume=volumePath, output=outputDirectory, preset="pelvis" if preset == "custom" else preset,
-        **ranges, orientation=(orientation or "PA") if customRanges else None, labelmap=labelmapPath or None,
+        modality=MODALITY_ARGUMENT[str(modality)], vessels=vesselsPath or None, **ranges,
+        orientation=(orientation or "PA") if customRanges else None, sdd=float(sdd) if sdd else None,
+        labelmap=labelmapPath or None,
         labels=[int(v) for v in labels] if labelmapPath and labels else None, init_from=initFrom or None,
         iterations=int(iterations) if iterations else None, minutes=None if iterations else float(minutes),
         profile=str(profile), device=str(device), batch_size=int(batchSize) if batchSize else None,
@@ -109,7 +115,7 @@ class TrainingLauncher:
     def startTraining(self, volumeNode, segmentationNode, outputDirectory, preset="pelvis", customRanges=None,
                       orientation="PA", pretrainedModel=None, pretrainedRepository=None, minutes=5.0, device="auto",
                       batchSize=0, resume=False, iterations=None, threads=None, extra=(), python=None,
-                      profile="automatic") -> TrainingJob:
+                      profile="automatic", sdd=None, modality="auto", vesselNode=None) -> TrainingJob:
         """Write the inputs and start ``xvrcore train`` in the background; returns the running job.
 
         ``resume`` continues the run in ``outputDirectory`` from its last checkpoint (same settings).
@@ -123,11 +129,15 @@ class TrainingLauncher:
         outputDirectory = pathlib.Path(outputDirectory)
         inputs = self.writeInputs(volumeNode, segmentationNode, outputDirectory)
         initFrom = self.resolvePretrained(pretrainedModel, pretrainedRepository)
+        from XVRCoreLib.vessels import write_vessels
+
+        vesselsPath = write_vessels(vesselNode, volumeNode, outputDirectory / "inputs" / "vessels.nii.gz")
         command = trainingCommand(
             python or slicersupport.python_executable(), inputs["volume"], outputDirectory, preset=preset,
             customRanges=customRanges, orientation=orientation, labelmapPath=inputs["labelmap"],
             labels=inputs["labels"], initFrom=initFrom, minutes=minutes, iterations=iterations, device=device,
-            batchSize=batchSize, resume=resume, threads=threads, extra=extra, profile=resolveProfile(profile, device))
+            batchSize=batchSize, resume=resume, threads=threads, extra=extra, profile=resolveProfile(profile, device),
+            sdd=sdd, modality=modality, vesselsPath=vesselsPath)
         progress, validation, chart = progressNodes(volumeNode.GetScene())
         job = TrainingJob(command, outputDirectory, progress, validation, chart,
                           env=slicersupport.process_environment(device))

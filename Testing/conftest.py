@@ -31,6 +31,12 @@ def pelvis_ct_path(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def torso_ct(shared_data: Path) -> Path:
+    """A real CT small enough for many runs (122×101×112 voxels of 3 mm)."""
+    return shared_data / "open" / "ct" / "torso_totalseg" / "torso_ct_3mm.nii.gz"
+
+
+@pytest.fixture(scope="session")
 def head_ct_path(shared_data: Path) -> Path:
     return shared_data / "open" / "ct" / "head_skull_dbdicom" / "head_ct.nii.gz"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from core_helpers import small_synthetic_xa
 from PIL import Image, ImageSequence
 from xvrcore.app.cli import main
 from xvrcore.io.animation import CAPTION_HEIGHT
@@ -16,29 +16,10 @@ from xvrcore.io.pose_json import read_pose_json
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-DETECTOR = {"sdd": 1000.0, "rows": 64, "cols": 64, "row_spacing": 4.8, "col_spacing": 4.8}  # as hostile good_xa
-
-
-@pytest.fixture(scope="module")
-def torso_ct(shared_data: Path) -> Path:
-    return shared_data / "open" / "ct" / "torso_totalseg" / "torso_ct_3mm.nii.gz"
-
-
 @pytest.fixture(scope="module")
 def xa(torso_ct: Path, tmp_path_factory) -> Path:
     """A 64×64 synthetic XA of the torso CT at LAO 10°, CAU 5° (its header says so)."""
-    from xvrcore.drr import DRRVolume
-    from xvrcore.geometry.camera import Detector
-    from xvrcore.geometry.positioner import pose_from_positioner
-    from xvrcore.volume import load_volume
-    from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.xray.synthesis import synthesize_xray, write_xray_dicom
-
-    ct = load_volume(torso_ct)
-    detector = Detector(**DETECTOR)
-    pose = pose_from_positioner(10.0, -5.0, 650.0, torch.as_tensor(ct.center))
-    image = synthesize_xray(DRRVolume.from_volume(to_attenuation(ct)), pose, detector, rng=np.random.default_rng(0))
-    return write_xray_dicom(tmp_path_factory.mktemp("xa") / "view.dcm", image, detector, pose, ct.center)
+    return small_synthetic_xa(torso_ct, tmp_path_factory.mktemp("xa") / "view.dcm")
 
 
 @pytest.fixture(scope="module")

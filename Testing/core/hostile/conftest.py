@@ -14,12 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
+from core_helpers import small_synthetic_xa
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SMALL_DETECTOR = {"sdd": 1000.0, "rows": 64, "cols": 64, "row_spacing": 4.8, "col_spacing": 4.8}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,26 +32,9 @@ class Outcome:
 
 
 @pytest.fixture(scope="session")
-def torso_ct(shared_data: Path) -> Path:
-    """A real CT small enough for many runs (122×101×112 voxels of 3 mm)."""
-    return shared_data / "open" / "ct" / "torso_totalseg" / "torso_ct_3mm.nii.gz"
-
-
-@pytest.fixture(scope="session")
 def good_xa(torso_ct: Path, tmp_path_factory) -> Path:
     """A valid 64×64 synthetic XA DICOM of ``torso_ct`` with full C-arm geometry in its header."""
-    from xvrcore.drr import DRRVolume
-    from xvrcore.geometry.camera import Detector
-    from xvrcore.geometry.positioner import pose_from_positioner
-    from xvrcore.volume import load_volume
-    from xvrcore.volume.attenuation import to_attenuation
-    from xvrcore.xray.synthesis import synthesize_xray, write_xray_dicom
-
-    ct = load_volume(torso_ct)
-    detector = Detector(**SMALL_DETECTOR)
-    pose = pose_from_positioner(10.0, -5.0, 650.0, torch.as_tensor(ct.center))
-    image = synthesize_xray(DRRVolume.from_volume(to_attenuation(ct)), pose, detector, rng=np.random.default_rng(0))
-    return write_xray_dicom(tmp_path_factory.mktemp("good") / "good_xa.dcm", image, detector, pose, ct.center)
+    return small_synthetic_xa(torso_ct, tmp_path_factory.mktemp("good") / "good_xa.dcm")
 
 
 def run_cli(*args: str | Path, capsys) -> Outcome:

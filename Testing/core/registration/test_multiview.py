@@ -16,8 +16,8 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from core_helpers import line_integrals, mtre_mm, torso_drr_target
 from xvrcore.app.cli import main
-from xvrcore.drr import DRRVolume
 from xvrcore.geometry.camera import Detector
 from xvrcore.geometry.positioner import pose_from_positioner
 from xvrcore.geometry.rotations import invert_rigid
@@ -33,8 +33,6 @@ from xvrcore.registration.multiview import (
     register_jointly,
 )
 from xvrcore.registration.settings import RegistrationSettings, Stage
-from xvrcore.volume import load_volume
-from xvrcore.volume.attenuation import to_attenuation
 from xvrcore.xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -51,19 +49,11 @@ ANGLES = {"ap": (0.0, 0.0), "lateral": (90.0, 0.0)}
 
 @pytest.fixture(scope="module")
 def torso(shared_data):
-    path = shared_data / "open" / "ct" / "torso_totalseg" / "torso_ct_3mm.nii.gz"
-    ct = load_volume(path)
-    center = torch.as_tensor(ct.center, dtype=D)
-    points = ct.ijk_to_ras(np.argwhere(ct.data > 250)[::7, ::-1].astype(np.float64))
-    return path, DRRVolume.from_volume(to_attenuation(ct)), center, points
+    return torso_drr_target(shared_data)
 
 
 def _true_correction(center: torch.Tensor) -> torch.Tensor:
     return rigid_about(torch.tensor([0.02, -0.01, 0.015], dtype=D), torch.tensor([3.0, 20.0, -4.0], dtype=D), center)
-
-
-def _line_integrals(stored: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(-np.log(np.clip(stored.astype(np.float64), 1, None) / SYNTHESIS.photons)).float()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +65,7 @@ def pair(torso):
         header = pose_from_positioner(primary, secondary, 650.0, center)
         true = _true_correction(center) @ header
         image = synthesize_xray(volume, true, DETECTOR, SYNTHESIS, rng=np.random.default_rng(seed))
-        views.append(JointView(_line_integrals(image.stored), DETECTOR.intrinsics(), header,
+        views.append(JointView(line_integrals(image.stored, SYNTHESIS.photons), DETECTOR.intrinsics(), header,
                                torch.as_tensor(image.mask), name=name))
         truth.append(true)
     return views, truth
@@ -84,11 +74,6 @@ def pair(torso):
 @pytest.fixture(scope="module")
 def joint_pair(torso, pair):
     return register_jointly(torso[1], pair[0], settings=SETTINGS)
-
-
-def _mtre(points: np.ndarray, a, b) -> float:
-    a, b = np.linalg.inv(np.asarray(a)), np.linalg.inv(np.asarray(b))
-    return float(np.linalg.norm(points @ (a[:3, :3] - b[:3, :3]).T + (a[:3, 3] - b[:3, 3]), axis=1).mean())
 
 
 def _depth_error(true: torch.Tensor, pose: torch.Tensor, center: torch.Tensor) -> float:
@@ -134,11 +119,11 @@ def test_the_second_view_pins_the_first_views_depth(torso, pair, joint_pair):
     assert result.mode == "shared" and "header" in result.mode_reason and result.weights == [1.0, 1.0]
     single_depth = _depth_error(truth[0], result.singles[0].camera_to_world, center)
     joint_depth = _depth_error(truth[0], result.camera_to_world[0], center)
-    assert _mtre(points, truth[0], views[0].start) > 15.0  # the start is far off
+    assert mtre_mm(points, truth[0], views[0].start) > 15.0  # the start is far off
     assert single_depth > 3 * joint_depth and single_depth > 0.8  # measured 1.72 → 0.12 mm
     for true, single, joint in zip(truth, result.singles, result.camera_to_world, strict=True):
-        assert _mtre(points, true, joint) < 0.6
-        assert _mtre(points, true, joint) < _mtre(points, true, single.camera_to_world)
+        assert mtre_mm(points, true, joint) < 0.6
+        assert mtre_mm(points, true, joint) < mtre_mm(points, true, single.camera_to_world)
     # Both views' poses are the shared correction applied to their headers.
     for view, pose in zip(views, result.camera_to_world, strict=True):
         assert torch.allclose(pose, result.correction @ view.start, atol=1e-9)
@@ -155,7 +140,7 @@ def test_a_noise_view_is_down_weighted_and_the_others_stay_accurate(torso, pair,
     result = register_jointly(volume, [*views, noise], settings=SETTINGS, singles=[*joint_pair.singles, None])
     assert result.weights == [1.0, 1.0, SETTINGS.poor_weight] and "failed" in result.reasons[2]
     for true, pose in zip(truth, result.camera_to_world[:2], strict=True):
-        assert _mtre(points, true, pose) < 0.6
+        assert mtre_mm(points, true, pose) < 0.6
     scored = register_jointly(volume, [*views, noise], settings=SETTINGS, singles=joint_pair.singles[:2] + [
         replace(joint_pair.singles[0], similarity=0.07)])  # a noise view's single-view similarity
     assert scored.weights[2] == SETTINGS.poor_weight and "similarity 0.070" in scored.reasons[2]
@@ -168,13 +153,13 @@ def test_a_misread_c_arm_angle_chooses_independent_poses_and_both_views_stay_acc
     misread = replace(views[1], start=pose_from_positioner(94.0, 2.0, 650.0, center))
     result = register_jointly(volume, [views[0], misread], settings=SETTINGS)
     assert result.mode == "independent" and "disagree on the patient's rotation" in result.mode_reason
-    ap_single = _mtre(points, truth[0], result.singles[0].camera_to_world)
-    assert _mtre(points, truth[0], result.camera_to_world[0]) < ap_single / 2  # measured 1.77 → 0.45 mm
-    assert _mtre(points, truth[1], result.camera_to_world[1]) < 1.0  # 0.49 mm
+    ap_single = mtre_mm(points, truth[0], result.singles[0].camera_to_world)
+    assert mtre_mm(points, truth[0], result.camera_to_world[0]) < ap_single / 2  # measured 1.77 → 0.45 mm
+    assert mtre_mm(points, truth[1], result.camera_to_world[1]) < 1.0  # 0.49 mm
     shared = register_jointly(volume, [views[0], misread], settings=replace(SETTINGS, mode="shared"),
                               singles=result.singles)
     assert shared.mode_reason == "asked for"
-    assert _mtre(points, truth[1], shared.camera_to_world[1]) > 3.0  # forced to share: 6.6 mm
+    assert mtre_mm(points, truth[1], shared.camera_to_world[1]) > 3.0  # forced to share: 6.6 mm
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +193,8 @@ def test_register_joint_writes_each_views_result_and_the_patient_transform(torso
     for name, true in truth.items():
         result = read_pose_json(out / f"{name}.json")
         assert result.extra["joint"]["mode"] == "shared" and result.extra["input"]["file"] == f"{name}.dcm"
-        assert _mtre(points, true, result.camera_to_world) < 1.0
-        assert _mtre(points, true, result.extra["initialization"]["camera_to_world"]) > 15.0
+        assert mtre_mm(points, true, result.camera_to_world) < 1.0
+        assert mtre_mm(points, true, result.extra["initialization"]["camera_to_world"]) > 15.0
     assert (out / "ap.tfm").is_file() and (out / "lateral_overlay.png").is_file()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from core_helpers import mtre_mm
 from PIL import Image
 from xvrcore.app.cli import main
 from xvrcore.drr import DRRVolume
@@ -83,11 +84,6 @@ def _bone_points(ct, step: int = 7) -> np.ndarray:
     return ct.ijk_to_ras(np.argwhere(ct.data > 250)[::step, ::-1].astype(np.float64))
 
 
-def _mtre(points: np.ndarray, c2w_a, c2w_b) -> float:
-    a, b = np.linalg.inv(np.asarray(c2w_a)), np.linalg.inv(np.asarray(c2w_b))
-    return float(np.linalg.norm(points @ (a[:3, :3] - b[:3, :3]).T + (a[:3, 3] - b[:3, 3]), axis=1).mean())
-
-
 def _options(torso, out, **kw) -> PipelineSettings:
     return PipelineSettings(volume=torso[0], output=out, **kw)
 
@@ -127,8 +123,8 @@ def test_registration_recovers_the_true_pose_from_the_header_start(first_run, xr
         result = read_pose_json(out / f"{stem}.json")
         start = np.asarray(result.extra["initialization"]["camera_to_world"])
         assert result.extra["initialization"]["method"] == "dicom"
-        assert _mtre(points, true, start) > 2.0  # the header start is really off
-        assert _mtre(points, true, result.camera_to_world) < 1.0
+        assert mtre_mm(points, true, start) > 2.0  # the header start is really off
+        assert mtre_mm(points, true, result.camera_to_world) < 1.0
         sim = result.extra["similarity"]
         assert sim["final"] > sim["initial"]
         assert result.extra["quality"]["passed"] and result.extra["quality"]["p_submillimetre"] > 0.5
@@ -238,7 +234,7 @@ def test_start_from_a_pose_json(torso, xrays, tmp_path):
     assert summary.exit_code == 0
     result = read_pose_json(out / "view_b.json")
     assert result.extra["initialization"]["method"] == "pose"
-    assert _mtre(_bone_points(torso[1]), truth["view_b"], result.camera_to_world) < 1.0
+    assert mtre_mm(_bone_points(torso[1]), truth["view_b"], result.camera_to_world) < 1.0
 
 
 def test_pose_json_for_another_image_size_is_refused_clearly(torso, xrays, tmp_path):
@@ -338,7 +334,7 @@ def test_cli_landmarks_start_end_to_end(torso, xrays, tmp_path, capsys):
     init = result.extra["initialization"]
     assert init["method"] == "landmarks" and init["points"] == 8 and init["rms_px"] < 1.5
     points = _bone_points(ct)
-    assert _mtre(points, truth["view_a"], result.camera_to_world) < 1.0
+    assert mtre_mm(points, truth["view_a"], result.camera_to_world) < 1.0
 
 
 def _constant_network(folder, ct, camera_to_world):
@@ -376,8 +372,8 @@ def test_start_from_a_trained_network(torso, xrays, tmp_path):
     assert result.extra["initialization"]["method"] == "model"
     assert np.allclose(start, guess.numpy(), atol=1e-3)  # the network's prediction is the start
     points = _bone_points(ct)
-    assert _mtre(points, truth["view_a"], start) > 10
-    assert _mtre(points, truth["view_a"], result.camera_to_world) < 1.0
+    assert mtre_mm(points, truth["view_a"], start) > 10
+    assert mtre_mm(points, truth["view_a"], result.camera_to_world) < 1.0
 
 
 def test_cli_time_budget_cuts_refinement_short_and_still_writes_a_result(torso, xrays, tmp_path):

@@ -19,8 +19,8 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from core_helpers import line_integrals, mtre_mm, torso_drr_target
 from xvrcore.app.cli import main
-from xvrcore.drr import DRRVolume
 from xvrcore.geometry.camera import Detector
 from xvrcore.geometry.pose import camera_pose
 from xvrcore.geometry.positioner import pose_from_positioner
@@ -34,8 +34,6 @@ from xvrcore.registration.tracking import (
     track_summary,
     write_track,
 )
-from xvrcore.volume import load_volume
-from xvrcore.volume.attenuation import to_attenuation
 from xvrcore.xray.synthesis import SynthesisSettings, synthesize_xray, write_xray_dicom
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,11 +52,7 @@ JUMP, NOISE = 5, 3
 
 @pytest.fixture(scope="module")
 def torso(shared_data):
-    path = shared_data / "open" / "ct" / "torso_totalseg" / "torso_ct_3mm.nii.gz"
-    ct = load_volume(path)
-    center = torch.as_tensor(ct.center, dtype=D)
-    points = ct.ijk_to_ras(np.argwhere(ct.data > 250)[::7, ::-1].astype(np.float64))
-    return path, DRRVolume.from_volume(to_attenuation(ct)), center, points
+    return torso_drr_target(shared_data)
 
 
 def _true_pose(k: int, header: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
@@ -78,24 +72,15 @@ def run(torso):
     return images, header, truth
 
 
-def _line_integrals(stored: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(-np.log(np.clip(stored.astype(np.float64), 1, None) / SYNTHESIS.photons)).float()
-
-
 @pytest.fixture(scope="module")
 def tracked(torso, run):
     _, volume, _, _ = torso
     images, header, _ = run
-    frames = [SequenceFrame(k, _line_integrals(image.stored), DETECTOR.intrinsics(), header) for k, image in
+    frames = [SequenceFrame(k, line_integrals(image.stored, SYNTHESIS.photons), DETECTOR.intrinsics(), header) for k, image in
               enumerate(images)]
     noise = torch.as_tensor(np.random.default_rng(9).normal(size=(64, 64))).float()
     frames[NOISE] = replace(frames[NOISE], xray=noise)
     return track_frames(volume, frames, settings=TrackSettings(full=FULL, short=SHORT))
-
-
-def _mtre(points: np.ndarray, a, b) -> float:
-    a, b = np.linalg.inv(np.asarray(a)), np.linalg.inv(np.asarray(b))
-    return float(np.linalg.norm(points @ (a[:3, :3] - b[:3, :3]).T + (a[:3, 3] - b[:3, 3]), axis=1).mean())
 
 
 def _mpd(points: np.ndarray, a, b) -> float:
@@ -118,7 +103,7 @@ def test_smooth_frames_are_tracked_within_the_tolerance(torso, run, tracked):
         assert result.status == ("key" if result.index == 0 else "tracked") and result.flag is None
         assert result.quality["passed"]
         assert _mpd(points, truth[result.index], result.camera_to_world) < 1.0
-        assert _mtre(points, truth[result.index], result.camera_to_world) < 5.0
+        assert mtre_mm(points, truth[result.index], result.camera_to_world) < 5.0
 
 
 def test_a_jump_is_flagged_and_re_registered(torso, run, tracked):
@@ -126,7 +111,7 @@ def test_a_jump_is_flagged_and_re_registered(torso, run, tracked):
     _, _, truth = run
     jumped = tracked[JUMP]
     assert jumped.status == "re-registered" and jumped.flag is not None
-    assert _mtre(points, truth[JUMP], jumped.warm_start) > 20.0  # the neighbour's pose was far off
+    assert mtre_mm(points, truth[JUMP], jumped.warm_start) > 20.0  # the neighbour's pose was far off
     assert jumped.short_similarity < jumped.similarity - 0.1 and jumped.quality["passed"]
     assert _mpd(points, truth[JUMP], jumped.camera_to_world) < 1.0
     assert tracked[JUMP + 1].status == "tracked"  # and the run goes on from it

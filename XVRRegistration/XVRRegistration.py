@@ -35,9 +35,12 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 from XVRRegistrationLib import (
+    BatchTable,
     Display,
     Overlays,
     PoseEditor,
+    PoseReview,
+    QAControls,
     RegistrationLauncher,
     Results,
     ReviewLayout,
@@ -88,8 +91,14 @@ network trained in the XVR Training module, from the image's DICOM header, from 
 X-ray and on the CT, or from the current pose; it is then refined in a background process by matching
 digitally reconstructed radiographs (DRR) to the image. Check the result with the DRR overlay, the
 reprojected segment outlines, flicker and checkerboard comparisons and the quality score; nudge the pose by
-hand and refine from there. The pose is a linear transform whose TransformToParent maps the C-arm camera
-frame (origin at the X-ray source, +z toward the detector, mm) to the CT's RAS frame.
+hand in clinical terms (LAO/RAO, CRA/CAU, in-plane rotation, pan, magnification; undo; back to the registered
+pose) and refine from there. The batch table lists every result and failure; "Next to check" walks through
+the X-rays not yet marked checked, lowest quality first. The pose is a linear transform whose
+TransformToParent maps the C-arm camera frame (origin at the X-ray source, +z toward the detector, mm) to
+the CT's RAS frame.
+Keyboard shortcuts while the panel is shown: Alt+arrows pan the image; Alt+Shift+Right/Left LAO/RAO;
+Alt+Shift+Up/Down CRA/CAU; Alt+] / Alt+[ in-plane rotation; Alt+= / Alt+- magnification; Alt+Z undo;
+Alt+B back to the registered pose; Alt+K mark checked; Alt+N next to check.
 """)
         self.parent.acknowledgementText = _("SlicerXVR implements the method of:") + " " + XVR_CITATION
 
@@ -146,6 +155,23 @@ class XVRRegistrationDevice(enum.Enum):
         }[self]
 
 
+class XVRRegistrationBatchSort(enum.Enum):
+    """The batch table's order (``XVRRegistrationLib.batch_rows.SORT_KEYS``; measures worst first)."""
+
+    byName = "name"
+    byStatus = "status"
+    bySimilarity = "similarity"
+    byQuality = "quality"
+
+    def label(self) -> str:
+        return {
+            XVRRegistrationBatchSort.byName: _("Name"),
+            XVRRegistrationBatchSort.byStatus: _("Status (failed first)"),
+            XVRRegistrationBatchSort.bySimilarity: _("Similarity (lowest first)"),
+            XVRRegistrationBatchSort.byQuality: _("Quality (lowest first)"),
+        }[self]
+
+
 @parameterNodeWrapper
 class XVRRegistrationParameterNode:
     """
@@ -168,7 +194,10 @@ class XVRRegistrationParameterNode:
     device - Compute device of the registration process.
     drrOpacity - Opacity of the DRR over the X-ray.
     showOutlines - Show the reprojected segment outlines.
-    nudgeRotation, nudgeTranslation - Step of the manual pose adjustment (degrees, mm).
+    nudgeRotation - Step of LAO/RAO, CRA/CAU and the in-plane rotation (degrees).
+    nudgeTranslation - Step of the pan (mm at the isocentre, in the image plane).
+    nudgeDepth - Step of the magnification (mm along the beam).
+    batchSort - Order of the batch table.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -197,6 +226,8 @@ class XVRRegistrationParameterNode:
     showOutlines: bool = True
     nudgeRotation: Annotated[float, WithinRange(0.01, 45)] = 1.0
     nudgeTranslation: Annotated[float, WithinRange(0.01, 100)] = 2.0
+    nudgeDepth: Annotated[float, WithinRange(0.1, 500)] = 10.0
+    batchSort: XVRRegistrationBatchSort = XVRRegistrationBatchSort.byStatus
 
 
 #
@@ -224,6 +255,9 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._volumeFilter = None
         self.xraySection = None
         self.reviewSection = None
+        self.qaControls = None
+        self.batchTable = None
+        self._estimateKey = None  # what the time estimate shown is for
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -235,6 +269,9 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/XVRRegistration.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
+        from XVRCoreLib.job_files import bind_keep_checkbox
+
+        bind_keep_checkbox(self.ui.keepTemporaryFilesCheckBox)  # one setting for both panels, not a parameter
 
         # Set scene in MRML widgets. The .ui connects the root widget's "mrmlSceneChanged(vtkMRMLScene*)"
         # signal to each MRML widget's "setMRMLScene(vtkMRMLScene*)" slot. The selectors offer what each
@@ -255,13 +292,16 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.reviewSection = ReviewSection(self.ui, self.logic, lambda: self._parameterNode, self._log,
                                            self.xraySection.show)
         self.xraySection.beforeShow = self.reviewSection.stopComparisons
+        self.qaControls = QAControls(self.ui, self.logic, lambda: self._parameterNode, self._log,
+                                     self.xraySection.show, self.parent)
+        self.batchTable = BatchTable(self.ui, self.logic, lambda: self._parameterNode, self._log)
 
         # Connections
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
-        self.xraySection.connect()
-        self.reviewSection.connect()
+        for section in (self.xraySection, self.reviewSection, self.qaControls, self.batchTable):
+            section.connect()
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.refineButton.connect("clicked(bool)", self.onRefineButton)
         self.ui.logTextEdit.setMaximumBlockCount(LOG_MAX_LINES)
@@ -291,6 +331,7 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         """Called each time the user opens this module."""
+        self.qaControls.setShortcutsEnabled(True)
         self.initializeParameterNode()
 
     def exit(self) -> None:
@@ -299,6 +340,7 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from XVRCoreLib.panel_widgets import unbind_parameter_node
 
         self.reviewSection.stopComparisons()  # no flicker left running in a view the panel no longer shows
+        self.qaControls.setShortcutsEnabled(False)  # the keys are other modules' again
         if self._parameterNode:
             unbind_parameter_node(self._parameterNode, self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -327,6 +369,7 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.xrays.upgradeScene(slicer.mrmlScene)
         if self._parameterNode:
             self.xraySection.resetSelection()
+            self.batchTable.update(force=True)  # the rows are the loaded X-rays' attributes
         if not self.logic.dependenciesAvailable():
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to restore the X-ray planes."), show=False):
@@ -367,6 +410,8 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = bind_parameter_node(self._parameterNode, self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.xraySection.resetSelection()
+            self.batchTable.update(force=True)  # this scene's rows (none after a close)
+            self._updateEstimate()
             self._checkCanApply()
 
     def onParameterNodeModified(self, caller=None, event=None) -> None:
@@ -374,7 +419,23 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._parameterNode:
             return
         self.xraySection.selectionChanged()
+        self.batchTable.update()
+        self._updateEstimate()
         self._checkCanApply()
+
+    def _updateEstimate(self) -> None:
+        """The expected time of a registration of the selected X-ray(s) on the chosen device, before Start."""
+        from XVRRegistrationLib.time_estimate import estimateText
+
+        p = self._parameterNode
+        xrays = self.logic.xrays.xrayNodes(slicer.mrmlScene) if p.registerAll else [p.xrayVolume]
+        xrays = [x for x in xrays if self.logic.xrays.isXray(x) and x.GetImageData() is not None]
+        key = (tuple((x.GetID(), x.GetImageData().GetDimensions()) for x in xrays), p.device)
+        if key == self._estimateKey:  # the observer runs on every edit; the estimate changes with these only
+            return
+        self._estimateKey = key
+        known = xrays and self.logic.dependenciesAvailable()  # the estimate is the core's (torch)
+        self.ui.timeEstimateLabel.text = estimateText(xrays, p.device.value) if known else ""
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         if not self._parameterNode:
@@ -391,6 +452,7 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasXray = p.xrayVolume is not None and self.logic.xrays.isXray(p.xrayVolume)
         for name in ("refineButton", "exportButton", "flickerButton", "checkerboardButton", "reloadFrameButton"):
             getattr(self.ui, name).enabled = hasXray and not running
+        self.qaControls.updateButtons(running)
         if running:
             self.ui.applyButton.text = _("Cancel") if not self._job.cancelRequested else _("Cancelling...")
             self.ui.applyButton.enabled = not self._job.cancelRequested
@@ -473,8 +535,8 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.xraySection.show(p.xrayVolume)
                 elif xrayNode is p.xrayVolume:
                     self.xraySection.show(xrayNode)
-        if applied:
-            self.reviewSection.updateResultsTable()
+        if self.batchTable.recordFailures(self._job, update["events"]) or applied:
+            self.batchTable.update(force=True)
         if update["finished"]:
             self._timer.stop()
             self.ui.progressBar.setVisible(False)
@@ -503,9 +565,10 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
 
     Never touches widgets; takes the scene and the nodes explicitly (new nodes go to the scene of the nodes
     given). The work is split among collaborators with one job each (``XVRRegistrationLib``):
-    ``xrays`` imports X-rays, ``poses`` changes their poses, ``overlays`` renders the DRR, outlines and
-    checkerboard, ``display`` shows them in the views, ``launcher`` starts the background job and
-    ``results`` applies and exports its results, ``layout`` is the review layout.
+    ``xrays`` imports X-rays, ``poses`` changes their poses, ``review`` nudges them in clinical terms with
+    undo, ``overlays`` renders the DRR, outlines and checkerboard, ``display`` shows them in the views,
+    ``launcher`` starts the background job and ``results`` applies and exports its results, ``layout`` is
+    the review layout.
     """
 
     def __init__(self) -> None:
@@ -513,10 +576,11 @@ class XVRRegistrationLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.xrays = XrayImporter()
         self.poses = PoseEditor()
+        self.review = PoseReview(self.poses)
         self.overlays = Overlays(self.xrays)
         self.display = Display(self.overlays)
         self.launcher = RegistrationLauncher()
-        self.results = Results(self.poses, self.overlays)
+        self.results = Results(self.poses, self.overlays, self.review)
         self.layout = ReviewLayout()
 
     def getParameterNode(self):

@@ -76,6 +76,9 @@ error, and writes checkpoints to the output directory. Cancel saves a checkpoint
 The finished model is remembered for the XVR Registration module.
 """)
         self.parent.acknowledgementText = _("SlicerXVR implements the method of:") + " " + XVR_CITATION
+        from XVRTrainingLib.sample_data import registerSampleData  # a CT and its simulated X-ray, local files
+
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 #
@@ -231,6 +234,7 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = None
         self._outcome = ""  # the last job's outcome, shown until the next job starts
         self._volumeFilter = None
+        self._extras = None  # device advice, pose preview, keep temporary files (XVRTrainingLib.panel_extras)
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -251,6 +255,9 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._volumeFilter = SourceVolumeFilter(self.ui.inputVolumeSelector, slicer.mrmlScene)  # no X-ray, DRR…
 
         self.logic = XVRTrainingLogic()
+        from XVRTrainingLib.panel_extras import TrainingPanelExtras
+
+        self._extras = TrainingPanelExtras(self.ui, self.logic, lambda: self._parameterNode, slicer.mrmlScene)
 
         # Connections
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -296,6 +303,7 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         """Called just before the scene is closed."""
         self.setParameterNode(None)
+        self._extras.sceneClosing()
 
     def onSceneEndClose(self, caller, event) -> None:
         """Called just after the scene is closed."""
@@ -337,6 +345,7 @@ class XVRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self._job is not None and self._job.running
         self.ui.customRangesCollapsibleButton.enabled = self._parameterNode.preset == XVRTrainingPreset.custom
         self.logic.showPresetRanges(self._parameterNode)
+        self._extras.update(self._parameterNode)
         problems = self.logic.inputProblems(self._parameterNode)
         if running:
             self.ui.applyButton.text = _("Cancel") if not self._job.cancelRequested else _("Cancelling...")
@@ -442,10 +451,10 @@ class XVRTrainingLogic(ScriptedLoadableModuleLogic):
     (``XVRTrainingLib.launch.TrainingLauncher``) writes the inputs and starts the background training.
     """
 
-    def __init__(self) -> None:
-        """Called when the logic class is instantiated. Can be used for initializing member variables."""
+    def __init__(self, temporaryBase=None) -> None:
+        """``temporaryBase``: where the jobs' input folders go (None: Slicer's temporary directory)."""
         ScriptedLoadableModuleLogic.__init__(self)
-        self.launcher = TrainingLauncher()
+        self.launcher = TrainingLauncher(temporaryBase)
 
     def getParameterNode(self):
         return XVRTrainingParameterNode(super().getParameterNode())

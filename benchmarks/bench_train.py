@@ -13,6 +13,7 @@ command for a lent GPU (well under 15 minutes)::
 
     python benchmarks/bench_train.py --device cuda --seconds 60 --output $OUT/bench_train.json
     python benchmarks/bench_train.py --seconds 60            # 2 CPU threads
+    python benchmarks/bench_train.py --profile 4             # where one standard iteration's time goes
 """
 
 from __future__ import annotations
@@ -43,6 +44,46 @@ def measure(name: str, ct: Path, device: str, seconds: float, threads: int | Non
             "images_per_s": progress[-1]["images_per_s"] if progress else float("nan")}
 
 
+def profile_stages(ct: Path, device: str, threads: int | None, iterations: int) -> dict[str, float]:
+    """Median seconds per stage of one standard iteration (the first, which builds the pyramid, is dropped)."""
+    import time
+
+    from xvrcore.learning.network import to_world
+    from xvrcore.learning.training import TrainSettings, profile_settings
+    from xvrcore.learning.training.loop import Trainer
+    from xvrcore.learning.training.model import predict
+    from xvrcore.metrics.similarity import multiscale_ncc
+
+    times: dict[str, list[float]] = {}
+
+    def timed(stage, work):
+        start = time.perf_counter()
+        out = work()
+        times.setdefault(stage, []).append(time.perf_counter() - start)
+        return out
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainSettings(volumes=[str(ct)], output=str(Path(tmp) / "profile"), preset="pelvis", device=device,
+                               threads=threads, iterations=iterations + 1, validate_every=0, validation_size=4,
+                               checkpoint_every=0, checkpoint_minutes=1e9, progress_bar=False,
+                               **profile_settings("standard"))
+        trainer = Trainer(config)
+        setup = trainer.setup
+        for iteration in range(iterations + 1):
+            batch = timed("batch (render + augment)", lambda i=iteration: trainer.batches.draw(i, 0))
+            centred = timed("forward", lambda b=batch: predict(trainer.network, b.inputs, setup.device))
+            predicted = to_world(centred.float(), batch.target.center.to(setup.device))
+            rendered = timed("render at prediction", lambda b=batch, p=predicted: b.target.render(
+                p, setup.network.intrinsics, setup.level, b.multiplier))
+            loss = timed("ncc", lambda b=batch, r=rendered: (1 - multiscale_ncc(b.images, r)).mean())
+            trainer.optimizer.zero_grad(set_to_none=True)
+            timed("backward", loss.backward)
+            timed("optimizer step", trainer.optimizer.step)
+        if trainer.lock is not None:
+            trainer.lock.release()
+    return {stage: sorted(t[1:])[len(t[1:]) // 2] for stage, t in times.items()}
+
+
 def main(argv=None) -> int:
     import torch
     from xvrcore.app.demo import PELVIS_CT, shared_data_dir
@@ -55,12 +96,20 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (ignored on CUDA)")
     parser.add_argument("--configs", nargs="+", choices=[*PROFILES, *EXTRA], default=None)
     parser.add_argument("--output", help="also write the rows as JSON here")
+    parser.add_argument("--profile", type=int, metavar="N", help="instead: time the stages of N standard iterations")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible to torch")
     names = args.configs or [*PROFILES, *(EXTRA if args.device == "cuda" else ())]
     ct = Path(args.ct) if args.ct else shared_data_dir() / PELVIS_CT
     threads = args.threads if args.device == "cpu" else None
+    if args.profile:
+        stages = profile_stages(ct, args.device, threads, args.profile)
+        total = sum(stages.values())
+        for stage, seconds in stages.items():
+            print(f"{stage:26s} {1000 * seconds:8.1f} ms  {100 * seconds / total:5.1f} %")
+        print(f"{'one iteration':26s} {1000 * total:8.1f} ms  ({32 / total:.1f} images/s at batch 32)")
+        return 0
     rows = []
     for name in names:
         rows.append(measure(name, ct, args.device, args.seconds, threads))

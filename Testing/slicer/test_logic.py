@@ -241,9 +241,9 @@ def test_landmark_start_writes_pixels_and_ct_points(registration_module, scene, 
     np.testing.assert_allclose(markups.landmarks_from_markups(on_xray, in_ct, logic.poses.pose(node), k)[0], uv, atol=1e-6)
     job = logic.launcher.startRegistration([node], ct_node, None, "landmarks", tmp_path / "out", xrayLandmarks=on_xray,
                                   volumeLandmarks=in_ct, device="cpu")
+    written = json.loads((job.jobDirectory / "landmarks" / "view_a.json").read_text())  # the job's own folder
     job.cancel()  # the inputs are what is tested here
     job.wait(timeout=120)
-    written = json.loads((tmp_path / "out" / ".xvr-job" / "landmarks" / "view_a.json").read_text())
     np.testing.assert_allclose(written["points_2d"], uv, atol=1e-6)
     np.testing.assert_allclose(written["points_3d"], points, atol=1e-9)
 

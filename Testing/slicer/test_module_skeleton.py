@@ -35,7 +35,9 @@ LAZY_IMPORTS = {"torch", "torchvision", "xvrcore", "xvr", "diffdrr", "PyTorchUti
 # Also lazy in the panels and their helper packages: XVRCoreLib is on sys.path only once XVRCore is registered.
 PANEL_LAZY_IMPORTS = LAZY_IMPORTS | {"XVRCoreLib"}
 # The part of a panel's helper package that holds widgets (Qt); the rest of it is logic.
-PANEL_WIDGET_FILES = {"panel.py"}
+PANEL_WIDGET_FILES = {"panel.py", "qa_controls.py", "batch_table.py", "panel_extras.py",
+                      "sample_data.py"}  # sample_data: SampleData's loader callback (scene and dialog, like a button)
+SAMPLE_DATA = {"XVRTraining": ("XVRPelvisCT.nii.gz", "XVRPelvisCT.txt")}  # what SampleData offers, shipped
 # Must never run at import time, in the module constructor or while the GUI is built.
 INSTALL_CALLS = {
     "pip_install",
@@ -620,11 +622,12 @@ def test_module_cmakelists_files_exist(module):
         assert "WITH_GENERIC_TESTS" in call
         assert ("slicer_add_python_unittest", ["SCRIPT", f"{module}.py"]) in calls
         assert ("add_subdirectory", ["Testing"]) in calls
+        sample_data = {f"Resources/SampleData/{name}" for name in SAMPLE_DATA.get(module, ())}
         assert set(resources) == {
             f"Resources/Icons/{module}.png",
             f"Resources/UI/{module}.ui",
             "Resources/requirements.txt",
-        }
+        } | sample_data
 
 
 def test_core_package_is_packaged():

@@ -421,7 +421,8 @@ def test_a_moved_scene_whose_dicom_folder_moved_shows_overlays_and_registers(sli
     p.initialization = type(p.initialization).dicom  # the header's angles, kept in the scene
     panel.onApplyButton()
     assert slicer_app.dialogs == [], slicer_app.dialogs
-    assert ".xvr-job/xrays/" in " ".join(panel._job.commands[0])  # a DICOM written from the node
+    command = " ".join(panel._job.commands[0])  # a DICOM written from the node, in the job's temporary folder
+    assert f"{slicer.app.temporaryPath}/XVR/registration-" in command and "/xrays/" in command
     deadline = time.monotonic() + 300
     while panel._job.running:
         panel.onPoll()

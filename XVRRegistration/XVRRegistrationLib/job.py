@@ -20,12 +20,16 @@ class RegistrationJob:
     call. ``inputs[i]`` maps the output name of each X-ray of command ``i`` (unique in that command, as
     ``xvrcore.registration.inputs.name_inputs`` gives it; events carry it as ``stem``) to ``(node, SOP
     Instance UID)``: a result goes to its X-ray by that name and only if the event's SOP Instance UID is
-    the node's, never by file name (two ``IM000001`` of different series are usual). Never touches widgets.
+    the node's, never by file name (two ``IM000001`` of different series are usual). ``jobFolder``
+    (``XVRCoreLib.job_files.JobFolder``, at ``jobDirectory``) holds the inputs: removed when the job ends,
+    kept after a failure (``keptFolder`` says where, and so does the final status). Never touches widgets.
     """
 
-    def __init__(self, commands, jobDirectory, inputs, env=None):
+    def __init__(self, commands, jobDirectory, inputs, env=None, jobFolder=None):
         self.commands = [[str(c) for c in command] for command in commands]
         self.jobDirectory = pathlib.Path(jobDirectory)
+        self.jobFolder = jobFolder
+        self.keptFolder = None
         self.inputs = [dict(byName) for byName in inputs]
         self.env = env
         self.runner = None
@@ -48,6 +52,8 @@ class RegistrationJob:
         if self.index >= len(self.commands) or self.cancelRequested:
             self.runner = None
             self.finished = True
+            if self.jobFolder is not None:  # its inputs: removed, or kept after a failure
+                self.keptFolder = self.jobFolder.finish(failed=self.failed)
             return
         self.runner = SlicerJobRunner(self.commands[self.index], self.jobDirectory, env=self.env)
         self.runner.start()
@@ -124,6 +130,13 @@ class RegistrationJob:
         return event.get("error")
 
     def _finalStatus(self) -> str:
+        status = self._outcome()
+        if self.keptFolder is not None:
+            status += " " + (_("Its job files are kept in {folder} (send them with a report).") if self.failed
+                             else _("Job files kept in {folder}.")).format(folder=self.keptFolder)
+        return status
+
+    def _outcome(self) -> str:
         from xvrcore.io.events import EXIT_CANCELLED
 
         if self.cancelRequested or EXIT_CANCELLED in self.returncodes:

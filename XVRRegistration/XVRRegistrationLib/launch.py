@@ -1,5 +1,6 @@
 """Starting a registration: the inputs written for the background process (CT, label map, start poses or
-landmarks), its command lines, and the model it starts from.
+landmarks, X-ray DICOMs written from nodes) into the job's own temporary folder (``XVRCoreLib.job_files``;
+the output folder gets only the results), its command lines, and the model it starts from.
 """
 
 import json
@@ -44,11 +45,12 @@ def registrationCommand(python, xrayPaths, volumePath, outputDirectory, labelsPa
 class RegistrationLauncher:
     """Writes what ``xvrcore register`` reads and starts it in the background (a :class:`RegistrationJob`).
 
-    The CT is written once per CT (and again when it changes or moves). Never touches widgets.
+    Each job writes its inputs into a folder of its own under ``temporaryBase`` (None: Slicer's temporary
+    directory), removed when the job ends (``XVRCoreLib.job_files``). Never touches widgets.
     """
 
-    def __init__(self) -> None:
-        self._writtenInputs = {}  # path -> key of the node written there
+    def __init__(self, temporaryBase=None) -> None:
+        self.temporaryBase = temporaryBase
 
     @staticmethod
     def resolveModel(modelPath=None, modelRepository=None):
@@ -88,22 +90,32 @@ class RegistrationLauncher:
         (``xrayLandmarks`` placed on the X-ray, ``volumeLandmarks`` in the CT; only the first X-ray) or
         ``"current"`` (each X-ray's current pose). Results go to ``outputDirectory``.
         """
-        from xvrcore.io.events import CANCEL_FILE
-        from XVRCoreLib import slicersupport
+        from XVRCoreLib.job_files import JobFolder
 
         xrayNodes = self._checkedXrays(xrayNodes, volumeNode, outputDirectory, initialization)
-        output = pathlib.Path(outputDirectory)
-        jobDirectory = output / ".xvr-job"
-        jobDirectory.mkdir(parents=True, exist_ok=True)
-        volumePath = self._writeVolume(volumeNode, jobDirectory / "volume.nrrd")
-        labelsPath, namesPath = self._writeLabels(segmentationNode, volumeNode, jobDirectory)
+        model = self.resolveModel(modelPath, modelRepository) if initialization == "model" else None
+        jobFolder = JobFolder("registration", self.temporaryBase)  # the inputs; the output gets the results
+        try:
+            job = self._writeJob(jobFolder, xrayNodes, volumeNode, segmentationNode, initialization,
+                                 pathlib.Path(outputDirectory), model, xrayLandmarks, volumeLandmarks, device, python,
+                                 modality, vesselNode)
+            return job.start()
+        except BaseException:  # nothing ran: its inputs are of no use to anyone
+            jobFolder.discard()
+            raise
+
+    def _writeJob(self, jobFolder, xrayNodes, volumeNode, segmentationNode, initialization, output, model,
+                  xrayLandmarks, volumeLandmarks, device, python, modality, vesselNode) -> RegistrationJob:
+        """Write every input into the job folder; the (not yet started) job whose commands read them."""
+        from xvrcore.io.events import CANCEL_FILE
+        from XVRCoreLib import slicersupport
         from XVRCoreLib.vessels import write_vessels
 
+        jobDirectory = jobFolder.path
+        volumePath = self._writeVolume(volumeNode, jobDirectory / "volume.nrrd")
+        labelsPath, namesPath = self._writeLabels(segmentationNode, volumeNode, jobDirectory)
         vesselsPath = write_vessels(vesselNode, volumeNode, jobDirectory / "vessels.nrrd")
         starts = {"current": jobDirectory / "init", "landmarks": jobDirectory / "landmarks"}
-        for folder in starts.values():
-            shutil.rmtree(folder, ignore_errors=True)
-        model = self.resolveModel(modelPath, modelRepository) if initialization == "model" else None
         groups, inputs = self._groups(xrayNodes, jobDirectory)
         for byName in inputs:
             for name, (node, _uid) in byName.items():
@@ -115,8 +127,8 @@ class RegistrationLauncher:
             landmarks=starts["landmarks"] if initialization == "landmarks" else None, model=model,
             frame=frame or None, maskFrame=int(maskFrame), overrides=json.loads(overrides), device=device,
             cancelFile=jobDirectory / CANCEL_FILE, modality=modality, vesselsPath=vesselsPath) for (frame, maskFrame, overrides), files in groups.items()]
-        job = RegistrationJob(commands, jobDirectory, inputs, env=slicersupport.process_environment(device))
-        return job.start()
+        return RegistrationJob(commands, jobDirectory, inputs, env=slicersupport.process_environment(device),
+                               jobFolder=jobFolder)
 
     @staticmethod
     def _checkedXrays(xrayNodes, volumeNode, outputDirectory, initialization) -> list:
@@ -130,14 +142,12 @@ class RegistrationLauncher:
             raise ValueError(_("Select an output directory for the results."))
         return xrayNodes[:1] if initialization == "landmarks" else xrayNodes
 
-    def _writeVolume(self, volumeNode, path: pathlib.Path) -> pathlib.Path:
-        """The CT in world coordinates at ``path``, unless that very CT is there already."""
+    @staticmethod
+    def _writeVolume(volumeNode, path: pathlib.Path) -> pathlib.Path:
+        """The CT in world coordinates at ``path`` (uncompressed: written and read fast)."""
         from XVRCoreLib.volumes import volume_from_node
 
-        key = (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), nodes.worldKey(volumeNode))
-        if self._writtenInputs.get(path) != key or not path.exists():
-            volume_from_node(volumeNode).save(path, compress=False)
-            self._writtenInputs[path] = key
+        volume_from_node(volumeNode).save(path, compress=False)
         return path
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Two parts of the registration panel, each wiring its widgets to the logic: the X-rays (import, selection,
-the pose they follow, what the views show) and the review (overlays, flicker, checkerboard, nudges, export,
-the results table).
+the pose they follow, what the views show) and the review (overlays, flicker, checkerboard, export). The QA
+controls are :mod:`.qa_controls`'s, the batch table :mod:`.batch_table`'s.
 
 These are the only Qt code of the package (``qt`` is imported inside the methods, as in the widget):
 they hold the panel's widgets (``ui``) and read the parameter node of the moment; the work is the logic's.
@@ -10,21 +10,11 @@ import slicer
 from slicer.i18n import tr as _
 from slicer.util import VTKObservationMixin
 
-__all__ = ["FLICKER_INTERVAL_MS", "NUDGES", "POSE_SETTLE_MS", "PanelSection", "ReviewSection", "XraySection",
+__all__ = ["FLICKER_INTERVAL_MS", "POSE_SETTLE_MS", "PanelSection", "ReviewSection", "XraySection",
            "redSliceNode"]
 
 FLICKER_INTERVAL_MS = 600
 POSE_SETTLE_MS = 250  # the DRR is rendered again once the pose has not changed for this long (a drag in 3D)
-NUDGES = {  # button -> (rotation axis, translation axis), in the camera axes
-    "rotateXMinusButton": ((-1, 0, 0), None), "rotateXPlusButton": ((1, 0, 0), None),
-    "rotateYMinusButton": ((0, -1, 0), None), "rotateYPlusButton": ((0, 1, 0), None),
-    "rotateZMinusButton": ((0, 0, -1), None), "rotateZPlusButton": ((0, 0, 1), None),
-    "translateXMinusButton": (None, (-1, 0, 0)), "translateXPlusButton": (None, (1, 0, 0)),
-    "translateYMinusButton": (None, (0, -1, 0)), "translateYPlusButton": (None, (0, 1, 0)),
-    "translateZMinusButton": (None, (0, 0, -1)), "translateZPlusButton": (None, (0, 0, 1)),
-}
-
-
 def redSliceNode():
     """The slice node of the Red view, where the X-ray is shown."""
     return slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
@@ -265,7 +255,7 @@ class XraySection(PanelSection, VTKObservationMixin):
 
 
 class ReviewSection(PanelSection):
-    """Checking and adjusting a result: DRR opacity, outlines, flicker, checkerboard, nudges, export, results."""
+    """Checking a result: DRR opacity, outlines, flicker, checkerboard, export."""
 
     def __init__(self, ui, logic, parameterNode, log, show) -> None:
         PanelSection.__init__(self, ui, logic, parameterNode, log)
@@ -281,11 +271,6 @@ class ReviewSection(PanelSection):
         self.ui.checkerboardButton.connect("toggled(bool)", self.onCheckerboard)
         self.ui.drrOpacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.showOutlinesCheckBox.connect("toggled(bool)", self.onShowOutlines)
-        self.ui.resultsTable.connect("cellClicked(int,int)", self.onResultClicked)
-        for name, (rotation, translation) in NUDGES.items():
-            getattr(self.ui, name).connect("clicked()", lambda r=rotation, t=translation: self.onNudge(r, t))
-        self.ui.resultsTable.setColumnCount(4)
-        self.ui.resultsTable.setHorizontalHeaderLabels([_("X-ray"), _("Similarity"), _("P(<1 mm)"), _("Quality")])
         self._flickerTimer = qt.QTimer()
         self._flickerTimer.setInterval(FLICKER_INTERVAL_MS)
         self._flickerTimer.connect("timeout()", self.onFlickerTick)
@@ -339,43 +324,8 @@ class ReviewSection(PanelSection):
             else:
                 self._show(p.xrayVolume)
 
-    def onNudge(self, rotation, translation) -> None:
-        p = self._parameterNode()
-        if p.xrayVolume is None or not self.logic.xrays.isXray(p.xrayVolume):
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to move the pose."), waitCursor=True):
-            rotationDeg = [v * p.nudgeRotation for v in rotation] if rotation else (0.0, 0.0, 0.0)
-            translationMm = [v * p.nudgeTranslation for v in translation] if translation else (0.0, 0.0, 0.0)
-            self.logic.poses.nudge(p.xrayVolume, rotationDeg, translationMm, p.inputVolume)
-            self._show(p.xrayVolume)
-
     def onExportButton(self) -> None:
         p = self._parameterNode()
         with slicer.util.tryWithErrorDisplay(_("Failed to export the pose."), waitCursor=True):
             paths = self.logic.results.exportPose(p.xrayVolume, p.outputDirectory)
             self._log(_("Exported {files}").format(files=", ".join(str(path) for path in paths)))
-
-    def updateResultsTable(self) -> None:
-        """One row per registered X-ray: name, similarity, P(<1 mm), pass (green) or CHECK (red)."""
-        import qt
-
-        rows = self.logic.results.qualityRows(slicer.mrmlScene)
-        table = self.ui.resultsTable
-        table.setRowCount(len(rows))
-        for r, row in enumerate(rows):
-            cells = [row["name"], f"{row['similarity']:.3f}", f"{row['p_submillimetre']:.2f}",
-                     _("pass") if row["passed"] else _("CHECK")]
-            for c, text in enumerate(cells):
-                item = qt.QTableWidgetItem(text)
-                if c == 3:
-                    item.setForeground(qt.QBrush(qt.QColor("green" if row["passed"] else "red")))
-                item.setData(qt.Qt.UserRole, row["id"])
-                table.setItem(r, c, item)
-
-    def onResultClicked(self, row, column) -> None:
-        import qt
-
-        item = self.ui.resultsTable.item(row, 0)
-        node = slicer.mrmlScene.GetNodeByID(item.data(qt.Qt.UserRole)) if item is not None else None
-        if node is not None:
-            self._parameterNode().xrayVolume = node

@@ -8,6 +8,8 @@ import pathlib
 from slicer.i18n import tr as _
 
 from . import nodes
+from .batch_rows import FAILURE_ATTRIBUTE
+from .pose_review import PoseReview
 
 __all__ = ["Results"]
 
@@ -15,16 +17,21 @@ __all__ = ["Results"]
 class Results:
     """Reads results into the scene and writes the current poses out. Never touches widgets."""
 
-    def __init__(self, poses, overlays) -> None:
+    def __init__(self, poses, overlays, review=None) -> None:
         self.poses = poses  # the PoseEditor that moves the X-ray and its images
         self.overlays = overlays  # the Overlays that render the DRR and outlines at the new pose
+        self.review = review or PoseReview(poses)  # the undo stack and the registered pose
 
     def applyResult(self, xrayNode, resultJson, volumeNode=None, segmentationNode=None):
-        """Load a result JSON of ``xvrcore register``: the pose, the quality, and the overlays."""
+        """Load a result JSON of ``xvrcore register``: the pose (the one it replaces can be undone; "back to
+        the registered pose" returns to it), the quality (a failure recorded before is cleared), the overlays."""
         from xvrcore.io.pose_json import read_pose_json
 
         result = read_pose_json(resultJson)
+        self.review.pushUndo(xrayNode)
         self.poses.setPose(xrayNode, result.camera_to_world)
+        self.review.recordRegistered(xrayNode)
+        xrayNode.RemoveAttribute(FAILURE_ATTRIBUTE)
         quality = result.extra.get("quality", {})
         similarity = result.extra.get("similarity", {})
         xrayNode.SetAttribute("XVR.Result", str(pathlib.Path(resultJson).resolve()))

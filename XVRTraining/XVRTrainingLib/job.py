@@ -17,15 +17,21 @@ class TrainingJob:
     """A running ``xvrcore train`` process: its command, its events turned into tables, cancel/poll.
 
     Holds MRML table nodes (``progressTable``: iteration, loss, NCC; ``validationTable``: iteration,
-    mTRE, dGeo) and a chart that plots them; never touches widgets.
+    mTRE, dGeo) and a chart that plots them; never touches widgets. ``jobFolder``
+    (``XVRCoreLib.job_files.JobFolder``) holds the inputs and the cancel file: removed when the job ends,
+    kept after a failure (``keptFolder`` says where, and so does the final status).
     """
 
-    def __init__(self, command, outputDirectory, progressTable=None, validationTable=None, chart=None, env=None):
+    def __init__(self, command, outputDirectory, progressTable=None, validationTable=None, chart=None, env=None,
+                 jobFolder=None):
         from XVRCoreLib.processes import SlicerJobRunner  # no console window; stops the whole process tree
 
         self.command = [str(c) for c in command]
         self.outputDirectory = pathlib.Path(outputDirectory)
-        self.runner = SlicerJobRunner(self.command, self.outputDirectory, env=env)
+        self.jobFolder = jobFolder
+        self.keptFolder = None
+        folder = jobFolder.path if jobFolder is not None else self.outputDirectory
+        self.runner = SlicerJobRunner(self.command, folder, env=env)
         self.progressTable = progressTable
         self.validationTable = validationTable
         self.chart = chart
@@ -64,6 +70,7 @@ class TrainingJob:
             self.runner.terminate(grace_s=60.0)  # only if it ignored the cancel file for a minute
         if update.returncode is not None:
             self.returncode = update.returncode
+            self._finishFolder()
             status = self._finalStatus()
         return {"events": update.events, "log": update.log, "fraction": self.fraction, "status": status,
                 "finished": self.returncode is not None, "returncode": self.returncode, "model": self.model}
@@ -91,16 +98,26 @@ class TrainingJob:
             self.checkpoint = event.get("checkpoint") or self.checkpoint
         return None
 
+    def _finishFolder(self) -> None:
+        """Remove the job's inputs, or keep them after a failure (or when the user keeps temporary files)."""
+        from xvrcore.io.events import EXIT_CANCELLED
+
+        if self.jobFolder is not None:
+            self.keptFolder = self.jobFolder.finish(failed=self.returncode not in (0, EXIT_CANCELLED))
+
     def _finalStatus(self) -> str:
         from xvrcore.io.events import EXIT_CANCELLED
 
+        kept = (" " + _("Job files kept in {folder}.").format(folder=self.keptFolder)) if self.keptFolder else ""
         if self.returncode == 0:
             self.fraction = 1.0
-            return _("Training finished; model in {model}").format(model=self.model or self.outputDirectory)
+            return _("Training finished; model in {model}").format(model=self.model or self.outputDirectory) + kept
         if self.returncode == EXIT_CANCELLED:
             return _("Training cancelled; checkpoint saved in {path}. Resume continues it.").format(
-                path=self.checkpoint or self.outputDirectory)
-        return _("Training failed (exit code {code}); see the log.").format(code=self.returncode)
+                path=self.checkpoint or self.outputDirectory) + kept
+        return _("Training failed (exit code {code}); see the log. Its job files are kept in {folder} "
+                 "(send them with a report).").format(code=self.returncode, folder=self.keptFolder) if self.keptFolder \
+            else _("Training failed (exit code {code}); see the log.").format(code=self.returncode)
 
     def wait(self, timeout=None) -> dict:
         """Block until the process ends (tests, scripts); returns the final poll."""

@@ -1,5 +1,6 @@
-"""Starting a training: the inputs written for the background process (the CT and the segments), the
-pretrained model it finetunes, the network profile, and its command line.
+"""Starting a training: the inputs written for the background process (the CT and the segments) into the
+job's own temporary folder (``XVRCoreLib.job_files``; the output folder gets only the run: checkpoints
+and the model), the pretrained model it finetunes, the network profile, and its command line.
 """
 
 import pathlib
@@ -37,7 +38,7 @@ def resolveProfile(profile: str = "automatic", device: str = "auto") -> str:
 def trainingCommand(python, volumePath, outputDirectory, preset="pelvis", customRanges=None, orientation=None,
                     labelmapPath=None, labels=None, initFrom=None, minutes=5.0, iterations=None, device="auto",
                     batchSize=0, resume=False, threads=None, extra=(), profile="standard", sdd=None, modality="auto",
-                    vesselsPath=None) -> list:
+                    vesselsPath=None, cancelFile=None) -> list:
     """The ``xvrcore train`` command line (``python -m xvrcore train ... --progress-json``).
 
     Built by :func:`xvrcore.app.commands.train_command`; this maps the panel's inputs to its options:
@@ -45,7 +46,8 @@ def trainingCommand(python, volumePath, outputDirectory, preset="pelvis", custom
     pelvis geometry on them), ``iterations`` instead of ``minutes`` when given, ``batchSize`` 0 for the
     profile's. ``profile``: ``standard`` or ``quick`` (``xvrcore.learning.training.PROFILES``). ``sdd``: the
     training camera's SID (None: the preset's). ``modality`` ``auto`` leaves ``--modality`` to the core;
-    ``vesselsPath`` a vessel label map (``--vessels``). ``extra``
+    ``vesselsPath`` a vessel label map (``--vessels``); ``cancelFile`` the file that asks the process to stop
+    (None: ``OUTPUT/CANCEL``). ``extra``
     (command-line tokens) goes at the end.
     """
     from xvrcore.app.commands import train_command
@@ -60,7 +62,8 @@ def trainingCommand(python, volumePath, outputDirectory, preset="pelvis", custom
         labels=[int(v) for v in labels] if labelmapPath and labels else None, init_from=initFrom or None,
         iterations=int(iterations) if iterations else None, minutes=None if iterations else float(minutes),
         profile=str(profile), device=str(device), batch_size=int(batchSize) if batchSize else None,
-        threads=int(threads) if threads else None, resume=bool(resume), progress_json=True)
+        threads=int(threads) if threads else None, resume=bool(resume), cancel_file=cancelFile or None,
+        progress_json=True)
     return command + [str(e) for e in extra]
 
 
@@ -74,9 +77,13 @@ class TrainingLauncher:
     trainingCommand = staticmethod(trainingCommand)
     progressNodes = staticmethod(progressNodes)
 
+    def __init__(self, temporaryBase=None) -> None:
+        #: Where the job folders go (None: Slicer's temporary directory); see XVRCoreLib.job_files.
+        self.temporaryBase = temporaryBase
+
     @staticmethod
-    def writeInputs(volumeNode, segmentationNode, outputDirectory) -> dict:
-        """Write the CT (and the segments as a label map) into ``<output>/inputs`` for the process.
+    def writeInputs(volumeNode, segmentationNode, folder) -> dict:
+        """Write the CT (and the segments as a label map) into ``folder`` (the job's own) for the process.
 
         Returns ``{"volume": path, "labelmap": path or None, "labels": [ids], "names": {id: name}}``.
         The volume is written in world coordinates (its parent transforms applied), with xvrcore's
@@ -84,7 +91,7 @@ class TrainingLauncher:
         """
         from XVRCoreLib.volumes import segmentation_labelmap, volume_from_node, write_label_names
 
-        inputs = pathlib.Path(outputDirectory) / "inputs"
+        inputs = pathlib.Path(folder)
         inputs.mkdir(parents=True, exist_ok=True)
         volume = volume_from_node(volumeNode, kind="ct")
         volumePath = volume.save(inputs / "volume.nii.gz")
@@ -121,24 +128,38 @@ class TrainingLauncher:
         ``resume`` continues the run in ``outputDirectory`` from its last checkpoint (same settings).
         """
         from XVRCoreLib import slicersupport
+        from XVRCoreLib.job_files import JobFolder
 
         if volumeNode is None:
             raise ValueError(_("Select the CT or MRA volume to train on."))
         if str(outputDirectory) in ("", "."):
             raise ValueError(_("Select an output directory for the checkpoints."))
         outputDirectory = pathlib.Path(outputDirectory)
-        inputs = self.writeInputs(volumeNode, segmentationNode, outputDirectory)
         initFrom = self.resolvePretrained(pretrainedModel, pretrainedRepository)
+        jobFolder = JobFolder("training", self.temporaryBase)  # the inputs; the output gets only the run
+        try:
+            command = self._writeCommand(
+                jobFolder.path, volumeNode, segmentationNode, vesselNode, python, outputDirectory, preset=preset,
+                customRanges=customRanges, orientation=orientation, initFrom=initFrom, minutes=minutes, iterations=iterations, device=device, batchSize=batchSize,
+                resume=resume, threads=threads, extra=extra, profile=resolveProfile(profile, device), sdd=sdd,
+                modality=modality)
+            progress, validation, chart = progressNodes(volumeNode.GetScene())
+            job = TrainingJob(command, outputDirectory, progress, validation, chart,
+                              env=slicersupport.process_environment(device), jobFolder=jobFolder)
+            return job.start()
+        except BaseException:  # nothing ran: its inputs are of no use to anyone
+            jobFolder.discard()
+            raise
+
+    @staticmethod
+    def _writeCommand(folder, volumeNode, segmentationNode, vesselNode, python, output, **options) -> list:
+        """Write the inputs into the job ``folder``; the command line that reads them (the cancel file there too)."""
+        from xvrcore.io.events import CANCEL_FILE
+        from XVRCoreLib import slicersupport
         from XVRCoreLib.vessels import write_vessels
 
-        vesselsPath = write_vessels(vesselNode, volumeNode, outputDirectory / "inputs" / "vessels.nii.gz")
-        command = trainingCommand(
-            python or slicersupport.python_executable(), inputs["volume"], outputDirectory, preset=preset,
-            customRanges=customRanges, orientation=orientation, labelmapPath=inputs["labelmap"],
-            labels=inputs["labels"], initFrom=initFrom, minutes=minutes, iterations=iterations, device=device,
-            batchSize=batchSize, resume=resume, threads=threads, extra=extra, profile=resolveProfile(profile, device),
-            sdd=sdd, modality=modality, vesselsPath=vesselsPath)
-        progress, validation, chart = progressNodes(volumeNode.GetScene())
-        job = TrainingJob(command, outputDirectory, progress, validation, chart,
-                          env=slicersupport.process_environment(device))
-        return job.start()
+        inputs = TrainingLauncher.writeInputs(volumeNode, segmentationNode, folder)
+        vesselsPath = write_vessels(vesselNode, volumeNode, folder / "vessels.nii.gz")
+        return trainingCommand(python or slicersupport.python_executable(), inputs["volume"], output,
+                               labelmapPath=inputs["labelmap"], labels=inputs["labels"], vesselsPath=vesselsPath,
+                               cancelFile=folder / CANCEL_FILE, **options)

@@ -70,19 +70,21 @@ def test_a_tiny_model_reduces_its_loss(torso, tmp_path, monkeypatch):
         return stats
 
     monkeypatch.setattr(Trainer, "step", step)
-    result = train(_config(torso, tmp_path / "run", iterations=50, batch_size=8, validate_every=50, validation_size=8,
+    # 100 iterations: after 50 the validation of seed 0 was still a coin toss (a change of 3e-7 in the loss's
+    # box filters turned 0.666 -> 0.67 into 0.666 -> 0.64); after 100, seeds 0-2 gained 0.11-0.31 in NCC.
+    result = train(_config(torso, tmp_path / "run", iterations=100, batch_size=8, validate_every=100, validation_size=8,
                            checkpoint_every=0, augmentation={"p": 0.0}), progress=progress)
-    assert result.status == "finished" and result.iterations == 50
+    assert result.status == "finished" and result.iterations == 100
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
     assert last < 0.85 * first, f"loss {first:.3f} -> {last:.3f}"
     validations = [e for e in events if e["event"] == "validation"]
-    assert [v["iteration"] for v in validations] == [0, 50]
+    assert [v["iteration"] for v in validations] == [0, 100]
     assert validations[-1]["ncc"] > validations[0]["ncc"]  # DRRs at the predictions match better
     assert {"mtre_mm", "dgeo_mm", "ncc"} <= set(validations[-1])
     kinds = [e["event"] for e in events]
     assert kinds[-1] == "finished" and "checkpoint" in kinds and "progress" in kinds
     model = load_model(tmp_path / "run")
-    assert model.metadata["training"]["kind"] == "patient-specific" and model.metadata["training"]["iteration"] == 50
+    assert model.metadata["training"]["kind"] == "patient-specific" and model.metadata["training"]["iteration"] == 100
     assert model.metadata["volume"]["sha256"] and model.metadata["sampling"]["ranges"]["y"] == [-800, -700]
 
 

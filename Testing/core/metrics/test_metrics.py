@@ -8,7 +8,7 @@ import torch
 from xvrcore import metrics as M
 from xvrcore.geometry.camera import Intrinsics, world_to_camera
 from xvrcore.geometry.rotations import axis_angle_to_matrix, euler_to_matrix, make_rigid
-from xvrcore.metrics import similarity
+from xvrcore.metrics import patches, similarity
 
 D = torch.float64
 K = Intrinsics(-1000.0, 1000.0, 63.5, 63.5, 128, 128)
@@ -118,7 +118,7 @@ def test_patch_ncc_matches_a_brute_force_definition():
             x, y = an[0, 0, i : i + p, j : j + p].flatten(), bn[0, 0, i : i + p, j : j + p].flatten()
             x, y = x - x.mean(), y - y.mean()
             vx, vy = (x * x).mean(), (y * y).mean()
-            vals.append(float((x * y).mean() / torch.sqrt((vx + similarity._EPS) * (vy + similarity._EPS))))
+            vals.append(float((x * y).mean() / torch.sqrt((vx + patches.EPS) * (vy + patches.EPS))))
     assert float(M.patch_ncc(a, b, p)) == pytest.approx(np.mean(vals), abs=1e-9)
 
 

@@ -14,7 +14,8 @@ much finer than the canonical ones it is first area-averaged by an integer facto
 intrinsics of :meth:`Intrinsics.resized`), so bilinear sampling does not alias.
 
 The prediction is a ``camera_to_world`` of that shared camera, in the CT's RAS frame — usable
-directly with the X-ray's own intrinsics by :func:`xvrcore.registration.register`.
+directly with the X-ray's own intrinsics by :func:`xvrcore.registration.register`. The input is
+made by :mod:`.preprocess`, the same functions as the training images'.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..geometry.camera import Intrinsics
 from ..volume.fingerprint import volume_fingerprint
 from .model_files import CheckpointError, LoadedModel, check_volume, load_model
-from .network import minmax, prepare_input, to_world
+from .network import to_world
+from .preprocess import resample_to_intrinsics, xray_input
 
 __all__ = ["PatientFrame", "predict_pose", "resample_to_intrinsics"]
 
@@ -45,50 +45,6 @@ class PatientFrame:
     def from_volume(cls, volume, fingerprint: bool = True) -> PatientFrame:
         center = tuple(float(v) for v in volume.center)
         return cls(center, volume_fingerprint(volume) if fingerprint else None)
-
-
-def _prefilter(image: torch.Tensor, mask: torch.Tensor, k: Intrinsics, factor: int):
-    """Average ``factor × factor`` blocks (the X-ray is much finer than the canonical grid)."""
-    if factor <= 1:
-        return image, mask, k
-    h, w = (image.shape[-2] // factor) * factor, (image.shape[-1] // factor) * factor
-    k = k.cropped(0, 0, w, h).resized(w // factor, h // factor)
-    image = F.avg_pool2d(image[..., :h, :w], factor)
-    mask = F.avg_pool2d(mask[..., :h, :w], factor)
-    return image, mask, k
-
-
-def resample_to_intrinsics(
-    image, mask, source: Intrinsics, target: Intrinsics
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The X-ray as the camera with ``target`` intrinsics (same pose) would have seen it.
-
-    ``image``: ``(H, W)``; ``mask``: ``(H, W)`` exposed pixels (or None). Returns the resampled
-    image and a float mask (1 where the canonical pixel lies inside the exposed X-ray field),
-    both ``(target.height, target.width)``.
-    """
-    img = torch.as_tensor(np.asarray(image, dtype=np.float32) if not torch.is_tensor(image) else image).float()
-    if img.shape != (source.height, source.width):
-        raise ValueError(f"image is {tuple(img.shape)} but its intrinsics describe {source.height}×{source.width}")
-    if min(img.shape) < 2:
-        raise ValueError(f"image of {tuple(img.shape)} pixels is too small to resample")
-    m = torch.ones_like(img) if mask is None else torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).float()
-    img, m = img[None, None], m[None, None].to(img.device)
-    # Only the in-field pixels count in averages; ratio of sums keeps collimator edges clean.
-    factor = int(min(abs(source.fx / target.fx), source.fy / target.fy, source.width / 2, source.height / 2))
-    summed, m, k = _prefilter(img * m, m, source, factor)  # keeps >= 2 pixels per side for grid_sample
-    img = summed / m.clamp_min(1e-6)
-    # Canonical pixel → X-ray pixel: u_x = fx_x (u_c − cx_c) / fx_c + cx_x (signs included).
-    v_c, u_c = torch.meshgrid(
-        torch.arange(target.height, dtype=torch.float64), torch.arange(target.width, dtype=torch.float64), indexing="ij"
-    )
-    u_x = k.fx * (u_c - target.cx) / target.fx + k.cx
-    v_x = k.fy * (v_c - target.cy) / target.fy + k.cy
-    grid = torch.stack([2 * u_x / max(k.width - 1, 1) - 1, 2 * v_x / max(k.height - 1, 1) - 1], -1)[None].to(img)
-    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0]
-    cover = F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0]
-    inside = (cover > 0.999).float()
-    return out * inside, inside
 
 
 def _as_model(model, device) -> LoadedModel:
@@ -136,11 +92,8 @@ def predict_pose(
     loaded = _as_model(model, device)
     frame = _frame(loaded, volume_frame)
     check_volume(loaded.metadata, frame.sha256, allow_other=allow_other_volume)
-    image, inside = resample_to_intrinsics(xray_pixels, xray_mask, xray_intrinsics, loaded.intrinsics)
-    if inside.mean() < 0.05:
-        raise ValueError("the X-ray covers almost none of the model's field of view; check its intrinsics")
-    scaled = minmax(image[None, None], inside[None, None] > 0)
-    x = prepare_input(scaled, loaded.input_spec).to(device)
+    # The same preprocessing as the training images (:mod:`.preprocess`).
+    x = xray_input(xray_pixels, xray_mask, xray_intrinsics, loaded.intrinsics, loaded.input_spec).to(device)
     net = loaded.model.to(device).eval()
     with torch.no_grad():
         centred = net(x).double().cpu()

@@ -2,11 +2,20 @@
 
 from .pose_errors import dgeo, mpe, mrpe, mrpe_detector_mm, mtre, success_rate, survival_auc, survival_curve
 from .quality import DEFAULT_MODEL, QualityModel, assess
-from .similarity import gradient_ncc, image_gradients, multiscale_ncc, ncc, patch_ncc, registration_similarity
+from .similarity import (
+    RegistrationObjective,
+    gradient_ncc,
+    image_gradients,
+    multiscale_ncc,
+    ncc,
+    patch_ncc,
+    registration_similarity,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
     "QualityModel",
+    "RegistrationObjective",
     "assess",
     "dgeo",
     "gradient_ncc",

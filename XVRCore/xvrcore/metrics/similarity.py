@@ -3,7 +3,9 @@
 Every similarity works on ``(B, C, H, W)`` tensors (or ``(H, W)``), is differentiable and
 scale-invariant, accepts an optional mask (1 = use the pixel, e.g. to exclude collimation) and
 returns one value per batch item in [-1, 1]. Patch statistics over all overlapping windows are
-computed with box filters, so memory stays O(pixels) whatever the patch size.
+computed with summed-area tables (:mod:`xvrcore.metrics.patches`), so time and memory stay O(pixels)
+whatever the patch size. :class:`RegistrationObjective` is :func:`registration_similarity` with the
+X-ray's half computed once, for the many DRRs a registration compares with one X-ray.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .patches import FixedPatches, patch_scores
+
 __all__ = [
+    "RegistrationObjective",
     "gradient_ncc",
     "image_gradients",
     "multiscale_ncc",
@@ -21,8 +26,6 @@ __all__ = [
     "patch_ncc",
     "registration_similarity",
 ]
-
-_EPS = 1e-4  # relative to unit image variance
 
 
 def _as_bchw(x: torch.Tensor) -> torch.Tensor:
@@ -62,20 +65,7 @@ def patch_ncc(a: torch.Tensor, b: torch.Tensor, patch_size: int, mask: torch.Ten
     proportion to their masked fraction (windows less than half covered are ignored).
     """
     a, b, w = _prepare(a, b, mask)
-    k = patch_size
-
-    def box(x):
-        return F.avg_pool2d(x, k, stride=1)
-
-    sw = box(w)
-    safe = sw.clamp_min(1e-6)
-    ma, mb = box(a * w) / safe, box(b * w) / safe
-    va = (box(a * a * w) / safe - ma * ma).clamp_min(0)
-    vb = (box(b * b * w) / safe - mb * mb).clamp_min(0)
-    cov = box(a * b * w) / safe - ma * mb
-    local = cov / ((va + _EPS) * (vb + _EPS)).sqrt()
-    weight = torch.where(sw >= 0.5, sw, torch.zeros_like(sw))
-    return ((local * weight).sum((-1, -2)) / weight.sum((-1, -2)).clamp_min(1e-12)).mean(1)
+    return patch_scores(a, FixedPatches.of(b, w, patch_size))
 
 
 def multiscale_ncc(a, b, patch_sizes=(None, 9), weights=(0.5, 0.5), mask=None) -> torch.Tensor:
@@ -90,7 +80,7 @@ _SOBEL_X = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     g = torch.exp(-0.5 * (t / sigma) ** 2)
     g = g / g.sum()
@@ -112,14 +102,17 @@ def image_gradients(x: torch.Tensor, sigma: float = 0.0) -> tuple[torch.Tensor, 
     return gx, gy
 
 
+def _eroded(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask less one pixel at its border, so the edge of a collimator does not count as anatomy."""
+    return None if mask is None else -F.max_pool2d(-_as_bchw(mask.float()), 3, stride=1, padding=1)
+
+
 def gradient_ncc(a, b, patch_size: int | None = 11, sigma: float = 0.0, mask=None) -> torch.Tensor:
     """NCC of Sobel gradient images (mean of the column and row derivatives), ``(B,)``.
 
-    With a mask, pixels next to the mask border are dropped too, so the edge of a collimator
-    does not count as anatomy.
+    With a mask, pixels next to the mask border are dropped too.
     """
-    if mask is not None:
-        mask = -F.max_pool2d(-_as_bchw(mask.float()), 3, stride=1, padding=1)  # erode by one pixel
+    mask = _eroded(mask)
     gxa, gya = image_gradients(a, sigma)
     gxb, gyb = image_gradients(b, sigma)
     score = ncc if patch_size is None else (lambda x, y, m: patch_ncc(x, y, patch_size, m))
@@ -131,4 +124,36 @@ def registration_similarity(a, b, mask=None, weight: float = 0.5) -> torch.Tenso
 
     mNCC = ½ global NCC + ½ NCC over 9×9 patches; gradNCC over 11×11 patches without blur.
     """
-    return weight * multiscale_ncc(a, b, mask=mask) + (1 - weight) * gradient_ncc(a, b, 11, 0.0, mask)
+    return RegistrationObjective(b, mask, weight)(a)
+
+
+def _weights(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones_like(image[:, :1]) if mask is None else _as_bchw(mask.to(image.dtype))
+
+
+class RegistrationObjective:
+    """:func:`registration_similarity` against one fixed X-ray ``(H, W)`` (or ``(1, 1, H, W)``) and mask:
+    the X-ray's standardised image, gradients and patch statistics are computed here once, and each
+    call pays only for the DRRs' half. ``objective(drr)`` with ``drr`` ``(B, 1, H, W)`` gives ``(B,)``.
+    """
+
+    def __init__(self, xray: torch.Tensor, mask: torch.Tensor | None = None, weight: float = 0.5) -> None:
+        xray = _as_bchw(xray)
+        self.weight = weight
+        self.w = _weights(xray, mask)
+        self.total = self.w.sum((-1, -2)).clamp_min(1e-12)
+        self.xray = _standardise(xray, self.w)
+        self.patches = FixedPatches.of(self.xray, self.w, 9)
+        eroded = _eroded(mask)
+        self.w_edges = _weights(xray, eroded)
+        self.gradients = [FixedPatches.of(_standardise(g, self.w_edges), self.w_edges, 11)
+                          for g in image_gradients(xray)]
+
+    def __call__(self, drr: torch.Tensor) -> torch.Tensor:
+        drr = _as_bchw(drr)
+        standard = _standardise(drr, self.w)
+        global_ncc = ((standard * self.xray * self.w).sum((-1, -2)) / self.total).mean(1)
+        mncc = 0.5 * global_ncc + 0.5 * patch_scores(standard, self.patches)
+        grad = sum(patch_scores(_standardise(g, self.w_edges), fixed)
+                   for g, fixed in zip(image_gradients(drr), self.gradients, strict=True))
+        return self.weight * mncc + (1 - self.weight) * 0.5 * grad

@@ -53,7 +53,6 @@ from ..drr import DRRVolume
 from ..geometry.camera import Intrinsics
 from ..geometry.rotations import invert_rigid, matrix_to_axis_angle
 from ..metrics.quality import CHANCE_SIMILARITY
-from ..metrics.similarity import registration_similarity
 from .checks import UnregistrableInput
 from .linescan import pose_change, rigid_about
 from .optimizer import _Plateau, register
@@ -252,18 +251,15 @@ class _JointPose(torch.nn.Module):
                 {"params": [self.translation, self.view_translation], "lr": stage.lr_translation}]
 
 
-def _objective(problems: Sequence[Problem], inputs, poses: torch.Tensor, weights: torch.Tensor,
-               stage: Stage) -> torch.Tensor:
+def _objective(problems: Sequence[Problem], poses: torch.Tensor, weights: torch.Tensor, stage: Stage) -> torch.Tensor:
     """The weighted mean of the views' similarities at ``stage`` (differentiable)."""
-    values = [registration_similarity(p.render(pose, k, stage), image, mask, stage.similarity_weight)[0]
-              for p, (image, k, mask), pose in zip(problems, inputs, poses, strict=True)]
+    values = [p.score(pose, stage)[0] for p, pose in zip(problems, poses, strict=True)]
     return (torch.stack(values) * weights).sum() / weights.sum()
 
 
 def _run_stage(problems, model: _JointPose, weights, stage: Stage, clock: Clock, settings: JointSettings,
                progress) -> tuple[float, int]:
     """Adam on one stage; the model is left at the stage's best parameters. Returns (best, iterations)."""
-    inputs = [p.at(stage) for p in problems]
     refine = settings.joint
     optimizer = torch.optim.Adam(model.groups(stage), maximize=True)
     plateau = _Plateau(refine.threshold, refine.patience if stage.patience is None else stage.patience,
@@ -271,7 +267,7 @@ def _run_stage(problems, model: _JointPose, weights, stage: Stage, clock: Clock,
     best, best_state, iteration = -math.inf, None, 0
     for iteration in range(1, stage.iterations + 1):
         optimizer.zero_grad()
-        value = _objective(problems, inputs, model(), weights, stage) - model.prior(settings)
+        value = _objective(problems, model(), weights, stage) - model.prior(settings)
         value.backward()
         v = float(value.detach())
         if v > best:
@@ -373,8 +369,7 @@ def _result(problems, views, model, weights, reasons, mode, why, singles, logs, 
     finest = settings.joint.stages[-1]
     with torch.no_grad():
         poses = model().detach()
-        inputs = [p.at(finest) for p in problems]
-        objective = float(_objective(problems, inputs, poses, poses.new_tensor(weights), finest)
+        objective = float(_objective(problems, poses, poses.new_tensor(weights), finest)
                           - model.prior(settings))
     similarity = [p.similarity(pose, finest) for p, pose in zip(problems, poses, strict=True)]
     initial = [p.similarity(v.start.to(poses.device), finest) for p, v in zip(problems, views, strict=True)]

@@ -39,7 +39,6 @@ import torch
 from ..drr import DRRVolume
 from ..geometry.camera import Intrinsics
 from ..io.trajectory import record_sample
-from ..metrics.similarity import registration_similarity
 from .checks import check_start
 from .pose_update import PoseUpdate
 from .problem import Clock, Problem
@@ -135,8 +134,8 @@ class _StageRun:
                  progress) -> None:
         self.problem, self.stage, self.index, self.clock = problem, stage, index, clock
         self.result, self.progress = result, progress
-        self.image, self.k, self.mask = problem.at(stage)
-        self.size = tuple(self.image.shape[-2:])
+        k, _ = problem.objective(stage)
+        self.size = (k.height, k.width)
         settings = clock.settings
         self.patience = settings.patience if stage.patience is None else stage.patience
         self.max_reductions = settings.max_reductions if stage.max_reductions is None else stage.max_reductions
@@ -153,8 +152,7 @@ class _StageRun:
         for iteration in range(1, stage.iterations + 1):
             optimizer.zero_grad()
             current = update()
-            value = registration_similarity(self.problem.render(current, self.k, stage), self.image, self.mask,
-                                            stage.similarity_weight)[0]
+            value = self.problem.score(current, stage)[0]
             value.backward()
             v = float(value.detach())
             if v > best_value:

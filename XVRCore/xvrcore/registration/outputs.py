@@ -40,6 +40,7 @@ from ..io.pose_json import PoseFileError, camera_pose, read_pose_json, write_pos
 from ..metrics.quality import assess
 from .batch import PipelineSettings
 from .inputs import BatchInput, name_inputs
+from .resolution import stage_inputs
 from .settings import RegistrationResult, RegistrationSettings
 from .start import StartPose
 from .target import RegistrationTarget
@@ -229,6 +230,13 @@ def _caption(result: RegistrationResult, record: dict[str, Any]) -> list[str]:
             f"start: {record['initialization']['method']}"]
 
 
+# The QA pictures are at most this many pixels on their longer side (the X-ray area-downsampled to match),
+# from a CT level up to 1.5× coarser than their pixels: the DRR of a 1024² X-ray at full size on the finest
+# level cost more than its whole registration on 2 CPU cores (benchmarks/README.md, "Registration in seconds").
+PICTURE_SIDE = 512
+PICTURE_LOD_BIAS = 1.5
+
+
 def write_outputs(paths: dict[str, Path], xray, target: RegistrationTarget, pose: torch.Tensor,
                   result: RegistrationResult, record: dict[str, Any], t0: float) -> None:
     """Transform, pictures, then the JSON (last: its presence marks the input as finished), as one unit.
@@ -237,18 +245,20 @@ def write_outputs(paths: dict[str, Path], xray, target: RegistrationTarget, pose
     temporaries (removed by the next run) or an unfinished result (redone by the next run).
     """
     t_out = time.perf_counter()
-    intrinsics = xray.intrinsics
+    pixels, k, mask = stage_inputs(torch.as_tensor(xray.pixels), xray.intrinsics, torch.as_tensor(xray.mask),
+                                   PICTURE_SIDE)
+    pixels, mask = pixels.numpy(), mask.numpy()
     with torch.no_grad():
-        drr = render(target.drr, pose.to(target.drr.device, target.drr.dtype), intrinsics)[0, 0].cpu().numpy()
-    silhouettes = structure_masks(target.outlines, pose, intrinsics)
-    overlay = overlay_picture(xray.pixels, drr, mask=xray.mask, structures=silhouettes, names=target.names,
+        drr = render(target.drr, pose.to(target.drr.device, target.drr.dtype), k,
+                     lod_bias=PICTURE_LOD_BIAS)[0, 0].cpu().numpy()
+    silhouettes = structure_masks(target.outlines, pose, k)
+    overlay = overlay_picture(pixels, drr, mask=mask, structures=silhouettes, names=target.names,
                               colors=target.colors, text=_caption(result, record))
     with FileGroup() as unit:
         unit.write(paths["transform"], lambda tmp: write_pose_transform(tmp, pose))
         unit.write(paths["overlay"], lambda tmp: save_png(tmp, overlay))
-        unit.write(paths["checkerboard"], lambda tmp: save_png(tmp, checkerboard_picture(xray.pixels, drr,
-                                                                                         mask=xray.mask)))
+        unit.write(paths["checkerboard"], lambda tmp: save_png(tmp, checkerboard_picture(pixels, drr, mask=mask)))
         now = time.perf_counter()
         record["timings_s"].update(outputs=round(now - t_out, 3), total=round(now - t0, 3))
-        unit.write(paths["json"], lambda tmp: write_pose_json(tmp, camera_pose(intrinsics, pose, **record)))
+        unit.write(paths["json"], lambda tmp: write_pose_json(tmp, camera_pose(xray.intrinsics, pose, **record)))
         unit.commit()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..drr import DRRVolume, render
 from ..geometry.camera import Intrinsics
-from ..metrics.similarity import registration_similarity
+from ..metrics.similarity import RegistrationObjective
 from .resolution import stage_inputs
 from .settings import RegistrationSettings, Stage
 
@@ -27,10 +27,27 @@ class Problem:
     mask: torch.Tensor | None
     center: torch.Tensor
     method: str = "trilinear"
+    # per (stage size, similarity weight): the stage's intrinsics and the objective against its X-ray
+    _objectives: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def at(self, stage: Stage):
         """The X-ray, intrinsics and mask at ``stage``'s resolution."""
         return stage_inputs(self.xray, self.intrinsics, self.mask, stage.size)
+
+    def objective(self, stage: Stage) -> tuple[Intrinsics, RegistrationObjective]:
+        """The intrinsics at ``stage``'s resolution and the similarity against the X-ray there; the X-ray's
+        half of the similarity is computed once per stage (:class:`~xvrcore.metrics.RegistrationObjective`)."""
+        key = (stage.size, stage.similarity_weight)
+        if key not in self._objectives:
+            image, k, mask = self.at(stage)
+            self._objectives[key] = (k, RegistrationObjective(image, mask, stage.similarity_weight))
+        return self._objectives[key]
+
+    def score(self, poses: torch.Tensor, stage: Stage) -> torch.Tensor:
+        """The objective ``(B,)`` of the DRRs of ``poses`` ``(B, 4, 4)`` (or ``(4, 4)``) at ``stage``
+        (differentiable unless called under ``no_grad``)."""
+        k, objective = self.objective(stage)
+        return objective(self.render(poses, k, stage))
 
     def render(self, poses: torch.Tensor, k: Intrinsics, stage: Stage) -> torch.Tensor:
         """DRRs ``(B, 1, h, w)`` of ``poses`` ``(B, 4, 4)`` (or ``(4, 4)``) at a stage's CT level."""
@@ -38,9 +55,8 @@ class Problem:
 
     def similarity(self, pose: torch.Tensor, stage: Stage) -> float:
         """The objective at ``stage``'s resolution and weighting, without gradients."""
-        image, k, mask = self.at(stage)
         with torch.no_grad():
-            return float(registration_similarity(self.render(pose, k, stage), image, mask, stage.similarity_weight)[0])
+            return float(self.score(pose, stage)[0])
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import torch
 
-from ..metrics.similarity import registration_similarity
 from .pose_update import updated_pose
 from .problem import Problem
 from .settings import SearchSettings, Stage
@@ -36,15 +35,13 @@ def best_candidate(problem: Problem, pose: torch.Tensor, search: SearchSettings,
                    stopped: Callable[[], bool] | None = None) -> torch.Tensor:
     """The best-scoring candidate ``(4, 4)`` of the grid around ``pose``, scored at ``stage``, in batches of
     ``search.batch``; ``stopped`` is polled before each batch and True ends the search (see the module docstring)."""
-    image, k, mask = problem.at(stage)
     poses = torch.cat([pose[None], candidates(pose, problem.center, search)])  # the start first
     scores = []
     with torch.no_grad():
         for chunk in poses.split(search.batch):
             if stopped is not None and stopped():
                 break
-            drr = problem.render(chunk, k, stage)
-            scores.append(registration_similarity(drr, image, mask, stage.similarity_weight))
+            scores.append(problem.score(chunk, stage))
     if not scores:
         return pose
     return poses[torch.cat(scores).argmax()]

@@ -6,24 +6,35 @@
 * ``"model"`` — a trained network's estimate (the X-ray resampled to the network's camera);
 * ``"carm"`` — fixed C-arm parameters ``(α, β, γ, x, y, z)`` about the volume centre (or a given isocentre).
 
+A network start that looks poor — the NCC of its DRR against the X-ray (both on a grid of at most
+:data:`SIMILARITY_GRID` pixels a side, within the exposed pixels) below :data:`NETWORK_FALLBACK_NCC` —
+is compared with the header's start where the file has positioner angles and an SOD; the better
+of the two (higher NCC) is kept, and the record says which (``"fallback"``, ``"chosen"``,
+``"similarities"``).
+
 Every strategy returns a :class:`StartPose`: the pose (the one pose type, :mod:`xvrcore.geometry.pose`),
 a record of how it was found (written into the result JSON) and warnings.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..drr import render
 from ..geometry.camera import Intrinsics
 from ..geometry.carm import carm_pose
 from ..geometry.pose import as_pose
 from ..geometry.positioner import pose_from_xray
 from ..io.pose_json import CameraPose, load_pose_file
+from ..metrics.similarity import ncc
 from .checks import check_angles
 from .inputs import per_input_file
 from .landmarks import read_landmarks
@@ -34,7 +45,21 @@ if TYPE_CHECKING:
     from .batch import PipelineSettings
     from .target import RegistrationTarget
 
-__all__ = ["STARTS", "StartMethod", "StartPose", "find_start", "start_method"]
+__all__ = [
+    "NETWORK_FALLBACK_NCC",
+    "SIMILARITY_GRID",
+    "STARTS",
+    "StartMethod",
+    "StartPose",
+    "find_start",
+    "start_method",
+    "start_similarity",
+]
+
+# Below this NCC a network start is doubted. Near the truth a DRR and a realistic X-ray (scatter,
+# noise, blur, gain) correlate at about 0.8-0.95; tens of mm or degrees off, below about 0.5.
+NETWORK_FALLBACK_NCC = 0.6
+SIMILARITY_GRID = 96  # pixels per side, at most, for comparing starts (cheap, and enough for tens of mm)
 
 
 @dataclass
@@ -123,12 +148,56 @@ def _load_network(settings: PipelineSettings, volume, target: RegistrationTarget
     target.summary["model"] = Path(settings.model).name
 
 
+def start_similarity(xray: XrayImage, target: RegistrationTarget, camera_to_world: torch.Tensor) -> float:
+    """NCC of the DRR at ``camera_to_world`` and the X-ray, within its exposed pixels, on a coarse grid."""
+    k = xray.intrinsics
+    f = max(1, math.ceil(max(k.width, k.height) / SIMILARITY_GRID))
+    w, h = k.width // f, k.height // f
+    small = k.cropped(0, 0, w * f, h * f).resized(w, h)
+    image = torch.as_tensor(np.asarray(xray.pixels, dtype=np.float32))[None, None, : h * f, : w * f]
+    mask = torch.as_tensor(np.asarray(xray.mask, dtype=np.float32))[None, None, : h * f, : w * f]
+    image, mask = F.avg_pool2d(image, f), F.avg_pool2d(mask, f) > 0.999
+    pose = torch.as_tensor(camera_to_world, dtype=torch.float32).reshape(1, 4, 4).to(target.drr.device)
+    with torch.no_grad():
+        drr = render(target.drr, pose, small).cpu().float()
+    value = float(ncc(drr, image, mask=mask)) if mask.sum() > 16 else float("nan")
+    return value if math.isfinite(value) else -1.0
+
+
 def _from_network(xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget, stem: str) -> StartPose:
     from ..learning.inference import predict_pose
 
     pose = predict_pose(target.model, xray.pixels, xray.mask, xray.intrinsics, target.frame, device=settings.device,
                         allow_other_volume=settings.allow_other_volume)
-    return StartPose(pose, {"method": "model", "model": Path(settings.model).name})
+    start = StartPose(pose, {"method": "model", "model": Path(settings.model).name})
+    return _with_header_fallback(start, xray, settings, target, stem)
+
+
+def _with_header_fallback(start: StartPose, xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget,
+                          stem: str) -> StartPose:
+    """The network's start, or the header's where the network's looks poor and the header's is better."""
+    own = start_similarity(xray, target, start.camera_to_world)
+    record = {"similarities": {"model": round(own, 4)}, "threshold": NETWORK_FALLBACK_NCC, "chosen": "model"}
+    start.info["fallback"] = record
+    usable = all(getattr(xray, n) is not None for n in ("primary_angle", "secondary_angle", "sod"))
+    if own >= NETWORK_FALLBACK_NCC or not usable:
+        record["header"] = "not needed" if own >= NETWORK_FALLBACK_NCC else "no header geometry"
+        return start
+    try:
+        header = _from_header(xray, settings, target, stem)
+    except ValueError as err:  # implausible header angles: keep the network's start
+        record["header"] = f"unusable: {err}"
+        return start
+    theirs = start_similarity(xray, target, header.camera_to_world)
+    record["similarities"]["header"] = round(theirs, 4)
+    record["header"] = "tried"
+    if theirs <= own:
+        return start
+    record["chosen"] = "header"
+    info = {**start.info, "header_start": header.info}
+    why = (f"the network's start looked poor (NCC {own:.2f} < {NETWORK_FALLBACK_NCC}); the header's start "
+           f"(NCC {theirs:.2f}) is used")
+    return StartPose(header.camera_to_world, info, [*start.warnings, *header.warnings, why])
 
 
 def _from_carm(xray: XrayImage, settings: PipelineSettings, target: RegistrationTarget, stem: str) -> StartPose:

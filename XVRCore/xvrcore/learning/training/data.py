@@ -28,8 +28,9 @@ from ...volume.fingerprint import volume_fingerprint
 from ...volume.labels import structure_mask
 from ...volume.modality import ModalityWarning
 from ...volume.vessels import RenderedVolume, load_rendered_volume
-from ..augment import AugmentSettings, augment
-from ..network import InputSpec, minmax, prepare_input
+from ..augment import AugmentSettings
+from ..network import InputSpec
+from ..preprocess import training_input
 from ..sampling import PoseRanges, Preset, get_preset, keyed_generator, sample_poses, with_orientation
 from .settings import TrainSettings
 
@@ -210,7 +211,7 @@ class BatchSource:
         with torch.no_grad():
             images = target.render(poses, self.intrinsics, self.level, multiplier)
         weight = (coverage(images) >= s.min_coverage).float()
-        inputs = prepare_input(augment(minmax(images), gen, self.augmentation), self.input_spec)
+        inputs = training_input(images, gen, self.augmentation, self.input_spec)  # as inference: .preprocess
         return Batch(target, multiplier, poses, images, weight, inputs)
 
 

@@ -10,6 +10,7 @@ batch: a search cut short returns the best pose scored so far, never one worse t
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -35,6 +36,8 @@ def best_candidate(problem: Problem, pose: torch.Tensor, search: SearchSettings,
                    stopped: Callable[[], bool] | None = None) -> torch.Tensor:
     """The best-scoring candidate ``(4, 4)`` of the grid around ``pose``, scored at ``stage``, in batches of
     ``search.batch``; ``stopped`` is polled before each batch and True ends the search (see the module docstring)."""
+    if search.lod_bias is not None:
+        stage = replace(stage, lod_bias=search.lod_bias)
     poses = torch.cat([pose[None], candidates(pose, problem.center, search)])  # the start first
     scores = []
     with torch.no_grad():

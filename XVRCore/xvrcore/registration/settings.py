@@ -37,17 +37,18 @@ class Stage:
 
 # Sizes rather than factors: the cost and the capture range of a stage depend on its pixel count,
 # whatever the detector; a 128² X-ray is refined at native resolution, a 1024² one at 1/6.
-# The 128-px stage renders from a CT level up to 3× coarser than its pixels (a quarter of the cost of the
-# fine level) and does most of the fine work; a short 160-px polish at a CT level up to 2× coarser than its
-# pixels then removes the coarse level's bias. The middle stages end after one drop of their steps with a
-# patience of 4: with 8 and two drops they ran 28 iterations at least, most of them below the plateau
-# threshold. Against that earlier schedule (and the polish on the fine level): 2–3× faster at the same
-# accuracy (benchmarks/bench_speed.py; README, "Registration in seconds").
+# The 128-px stage renders from a CT level up to 3× coarser than its pixels (a quarter of the cost
+# of the fine level, where a 160-px iteration costs ~0.2 s on 2 CPU cores) and does most of the
+# fine work; a short 160-px polish at the matching CT level then removes the coarse level's bias.
+# Against a 160-px fine-level stage in its place: pelvis 9.0 → 6.9 s, a 278.6 mm field 11–13 → 5.6 s, head
+# unchanged (4.3 s), all at ≥ 95 % sub-millimetre (README, "What we measured"). Shorter middle stages, a
+# coarser polish and coarser searches (benchmarks/bench_speed.py, "fast") are 1.3–2× faster but ended
+# further from the truth on the pelvis in a first trial; they stay an experiment until 20 X-rays say.
 DEFAULT_STAGES = (
     Stage(40, 120, 2e-2, 4.0, 0.8),
-    Stage(80, 120, 1e-2, 2.0, 0.5, patience=4, max_reductions=1),
-    Stage(128, 80, 4e-3, 0.8, 0.5, lod_bias=3.0, patience=4, max_reductions=1),
-    Stage(160, 30, 1.5e-3, 0.3, 0.5, lod_bias=2.0, patience=3, max_reductions=1),
+    Stage(80, 120, 1e-2, 2.0, 0.5),
+    Stage(128, 80, 4e-3, 0.8, 0.5, lod_bias=3.0),
+    Stage(160, 30, 1.5e-3, 0.3, 0.5, patience=3, max_reductions=1),
 )
 
 
@@ -67,6 +68,7 @@ class SearchSettings:
     roll_deg: tuple[float, ...] = (-8.0, 0.0, 8.0)
     tilt_deg: tuple[float, ...] = (0.0,)  # rotations about the image axes (both), out of plane
     batch: int = 64
+    lod_bias: float | None = None  # the candidates' CT level (None: the first stage's); coarser is cheaper
 
 
 # Wider searches for a result that looks wrong (final similarity below ``retry_below``): failures

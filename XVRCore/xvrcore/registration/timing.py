@@ -1,10 +1,12 @@
 """How long a registration will take, said before it starts (the panel's and the command line's estimate).
 
 The refinement's cost hardly depends on the detector: every stage is sized in pixels
-(:mod:`xvrcore.registration.settings`), so only reading and downsampling the X-ray grow with it. The
-figures below are the medians and 90th percentiles measured by ``benchmarks/bench_speed.py`` on the
-project's 2-core CPU machine (2 torch threads) and scaled by the thread count; on CUDA the benchmark's
-GPU figures are used. A shared machine is slower: the estimate says "about".
+(:mod:`xvrcore.registration.settings`) and the QA pictures are capped in size, so only reading and
+downsampling the X-ray grow with it. The CPU figures are the median and 90th percentile of the default
+schedule measured by ``benchmarks/bench_speed.py`` on the project's 2-core CPU machine (2 torch threads;
+pelvis, head and torso CTs, perturbed and header starts), doubled for one thread. The CUDA figures are
+the paper's (about 2 s on its GPU) until a GPU run of the benchmark replaces them. A shared machine is
+slower: the estimate says "about".
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ __all__ = ["TimeEstimate", "estimate_seconds"]
 
 # (median, 90th percentile) seconds per X-ray of the default schedule, from a perturbed or header start,
 # on 2 CPU threads (benchmarks/bench_speed.py, README "Speed").
-_CPU_SECONDS = (6.0, 9.0)
-_CUDA_SECONDS = (1.0, 1.5)
+_CPU_SECONDS = (6.0, 10.0)
+_CUDA_SECONDS = (2.0, 3.0)
 _READ_SECONDS_PER_MEGAPIXEL = 0.15  # decoding, log conversion and area downsampling of the X-ray
 
 

@@ -51,15 +51,17 @@ def fast_settings():
 
 
 def picture_seconds(volume, pose, intrinsics, pixels, mask, full_size: bool) -> float:
-    """Seconds of the QA pictures' DRR: at the X-ray's size on the finest level (before) or as written now."""
+    """Seconds of the QA pictures' X-ray and DRR: at the X-ray's size on the finest level (before) or as written
+    now (:func:`xvrcore.registration.outputs.picture_images`)."""
     from xvrcore.drr import render
-    from xvrcore.registration.outputs import PICTURE_LOD_BIAS, PICTURE_SIDE
-    from xvrcore.registration.resolution import stage_inputs
+    from xvrcore.registration.outputs import picture_images
 
     t0 = time.perf_counter()
-    k = intrinsics if full_size else stage_inputs(pixels, intrinsics, mask, PICTURE_SIDE)[1]
-    with torch.no_grad():
-        render(volume, pose.to(volume.dtype), k, lod_bias=1.0 if full_size else PICTURE_LOD_BIAS)
+    if full_size:
+        with torch.no_grad():
+            render(volume, pose.to(volume.dtype), intrinsics, lod_bias=1.0)
+    else:
+        picture_images(volume, pose, pixels, intrinsics, mask)
     return time.perf_counter() - t0
 
 

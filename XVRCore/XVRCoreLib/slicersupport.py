@@ -21,6 +21,7 @@ __all__ = [
     "REQUESTER",
     "TORCH_VERSION_REQUIREMENT",
     "core_version",
+    "cuda_available",
     "dependencies_available",
     "ensure_dependencies",
     "imported_distributions",
@@ -34,6 +35,15 @@ TORCH_VERSION_REQUIREMENT = ">=2.2"
 REQUESTER = "SlicerXVR"  # the name the installation dialogs show
 #: What xvrcore imports that Slicer does not ship (installed on first use).
 DEPENDENCY_MODULES = ("torch", "SimpleITK", "pydicom", "safetensors")
+
+
+def cuda_available() -> bool | None:
+    """True or False as torch sees a CUDA GPU; None before torch is installed (nothing to ask yet)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return bool(torch.cuda.is_available())
 
 
 def dependencies_available() -> bool:

@@ -2,7 +2,6 @@
 the device, by :func:`xvrcore.registration.timing.estimate_seconds`. Never touches widgets.
 """
 
-import functools
 import os
 
 from slicer.i18n import tr as _
@@ -16,18 +15,11 @@ def xraySize(xrayNode) -> tuple:
     return rows, columns
 
 
-@functools.lru_cache(maxsize=1)
-def _torchSeesCuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def _cudaAvailable() -> bool:
-    """Whether the process would find CUDA (asked once torch is installed; before, there is none)."""
+    """Whether the process would find CUDA (asked once the packages are installed; before, there is none)."""
     from XVRCoreLib import slicersupport
 
-    return slicersupport.dependencies_available() and _torchSeesCuda()
+    return slicersupport.dependencies_available() and slicersupport.cuda_available() is True
 
 
 def resolvedDevice(device: str) -> str:

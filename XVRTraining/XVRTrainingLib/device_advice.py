@@ -8,20 +8,11 @@ from the truth, and the registration's refinement brings a share of the X-rays b
 
 from slicer.i18n import tr as _
 
-__all__ = ["QUICK_PROFILE_BENCHMARK", "adviceText", "cudaAvailable", "suggestedSetup"]
+__all__ = ["QUICK_PROFILE_BENCHMARK", "adviceText", "suggestedSetup"]
 
 #: minutes of Quick (CPU) training → (median start distance of the network alone in mm, % below 1 mm after
 #: the refinement); benchmarks/README.md, "No header at all".
 QUICK_PROFILE_BENCHMARK = {5: (66, 83), 20: (37, 87)}
-
-
-def cudaAvailable():
-    """True or False as torch sees a CUDA GPU; None before torch is installed (nothing to ask yet)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return bool(torch.cuda.is_available())
 
 
 def suggestedSetup(cuda) -> dict:

@@ -28,11 +28,9 @@ def resolveProfile(profile: str = "automatic", device: str = "auto") -> str:
         return "quick"
     if device == "cuda":
         return "standard"
-    try:
-        import torch
-    except ImportError:  # no torch in this Python: nothing says a GPU is there
-        return "quick"
-    return "standard" if torch.cuda.is_available() else "quick"
+    from XVRCoreLib.slicersupport import cuda_available
+
+    return "standard" if cuda_available() else "quick"  # None: no torch in this Python, nothing says a GPU is there
 
 
 def trainingCommand(python, volumePath, outputDirectory, preset="pelvis", customRanges=None, orientation=None,

@@ -7,7 +7,7 @@ bound widgets. The widget owns the parameter node; these get it from ``parameter
 
 from slicer.i18n import tr as _
 
-from .device_advice import adviceText, cudaAvailable, suggestedSetup
+from .device_advice import adviceText, suggestedSetup
 
 __all__ = ["PREVIEW_POSES", "DeviceChoice", "PosePreview", "TrainingPanelExtras"]
 
@@ -18,9 +18,11 @@ class DeviceChoice:
     """The advice label and the "use the suggested network" button (device and profile in the parameter node)."""
 
     def __init__(self, ui, parameterNode) -> None:
+        from XVRCoreLib.slicersupport import cuda_available
+
         self.ui = ui
         self.parameterNode = parameterNode
-        self.cuda = cudaAvailable()
+        self.cuda = cuda_available()
         self.suggested = suggestedSetup(self.cuda)
         ui.deviceAdviceLabel.text = adviceText(self.cuda)
         ui.useSuggestedProfileButton.text = (

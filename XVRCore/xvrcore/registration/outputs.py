@@ -46,7 +46,7 @@ from .start import StartPose
 from .target import RegistrationTarget
 
 __all__ = ["ANONYMOUS_NAMINGS", "discard_unfinished", "input_identity", "is_finished", "open_output_folder",
-           "output_paths", "plan_outputs", "result_record", "write_outputs"]
+           "output_paths", "picture_images", "plan_outputs", "result_record", "write_outputs"]
 
 ANONYMOUS_NAMINGS = ("uid", "hash")  # namings under which the result JSON holds no file name
 _PARTS = ("transform", "overlay", "checkerboard")  # written before the JSON
@@ -237,6 +237,15 @@ PICTURE_SIDE = 512
 PICTURE_LOD_BIAS = 1.5
 
 
+def picture_images(volume, pose: torch.Tensor, pixels, intrinsics, mask):
+    """The QA pictures' X-ray ``(h, w)``, intrinsics, exposure mask and DRR at ``pose`` (4, 4), at most
+    :data:`PICTURE_SIDE` pixels on the longer side (numpy arrays, the intrinsics of that grid)."""
+    image, k, exposed = stage_inputs(torch.as_tensor(pixels), intrinsics, torch.as_tensor(mask), PICTURE_SIDE)
+    with torch.no_grad():
+        drr = render(volume, pose.to(volume.device, volume.dtype), k, lod_bias=PICTURE_LOD_BIAS)[0, 0].cpu().numpy()
+    return image.numpy(), k, exposed.numpy(), drr
+
+
 def write_outputs(paths: dict[str, Path], xray, target: RegistrationTarget, pose: torch.Tensor,
                   result: RegistrationResult, record: dict[str, Any], t0: float) -> None:
     """Transform, pictures, then the JSON (last: its presence marks the input as finished), as one unit.
@@ -245,12 +254,7 @@ def write_outputs(paths: dict[str, Path], xray, target: RegistrationTarget, pose
     temporaries (removed by the next run) or an unfinished result (redone by the next run).
     """
     t_out = time.perf_counter()
-    pixels, k, mask = stage_inputs(torch.as_tensor(xray.pixels), xray.intrinsics, torch.as_tensor(xray.mask),
-                                   PICTURE_SIDE)
-    pixels, mask = pixels.numpy(), mask.numpy()
-    with torch.no_grad():
-        drr = render(target.drr, pose.to(target.drr.device, target.drr.dtype), k,
-                     lod_bias=PICTURE_LOD_BIAS)[0, 0].cpu().numpy()
+    pixels, k, mask, drr = picture_images(target.drr, pose, xray.pixels, xray.intrinsics, xray.mask)
     silhouettes = structure_masks(target.outlines, pose, k)
     overlay = overlay_picture(pixels, drr, mask=mask, structures=silhouettes, names=target.names,
                               colors=target.colors, text=_caption(result, record))

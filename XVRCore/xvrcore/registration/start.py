@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..drr import render
 from ..geometry.camera import Intrinsics
@@ -39,6 +38,7 @@ from .checks import check_angles
 from .inputs import per_input_file
 from .landmarks import read_landmarks
 from .pnp import check_fit, solve_pnp
+from .resolution import stage_inputs
 
 if TYPE_CHECKING:
     from ..xray import XrayImage
@@ -150,13 +150,8 @@ def _load_network(settings: PipelineSettings, volume, target: RegistrationTarget
 
 def start_similarity(xray: XrayImage, target: RegistrationTarget, camera_to_world: torch.Tensor) -> float:
     """NCC of the DRR at ``camera_to_world`` and the X-ray, within its exposed pixels, on a coarse grid."""
-    k = xray.intrinsics
-    f = max(1, math.ceil(max(k.width, k.height) / SIMILARITY_GRID))
-    w, h = k.width // f, k.height // f
-    small = k.cropped(0, 0, w * f, h * f).resized(w, h)
-    image = torch.as_tensor(np.asarray(xray.pixels, dtype=np.float32))[None, None, : h * f, : w * f]
-    mask = torch.as_tensor(np.asarray(xray.mask, dtype=np.float32))[None, None, : h * f, : w * f]
-    image, mask = F.avg_pool2d(image, f), F.avg_pool2d(mask, f) > 0.999
+    image, small, mask = stage_inputs(torch.as_tensor(np.asarray(xray.pixels, dtype=np.float32)), xray.intrinsics,
+                                      torch.as_tensor(np.asarray(xray.mask, dtype=np.float32)), SIMILARITY_GRID)
     pose = torch.as_tensor(camera_to_world, dtype=torch.float32).reshape(1, 4, 4).to(target.drr.device)
     with torch.no_grad():
         drr = render(target.drr, pose, small).cpu().float()

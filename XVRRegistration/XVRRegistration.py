@@ -535,7 +535,7 @@ class XVRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.xraySection.show(p.xrayVolume)
                 elif xrayNode is p.xrayVolume:
                     self.xraySection.show(xrayNode)
-        if self.batchTable.recordFailures(self._job, update["events"]) or applied:
+        if self.batchTable.recordFailures(update["failed"]) or applied:
             self.batchTable.update(force=True)
         if update["finished"]:
             self._timer.stop()

@@ -270,14 +270,17 @@ def test_two_xrays_with_one_file_name_get_their_own_results(registration_panel, 
 
     job = RegistrationJob([], tmp_path / "job", inputs)
     job.index = 0
-    results, log = [], []
+    results, failed, log = [], [], []
     for uid, json_name in ((uids[1], "b.json"), (uids[0], "a.json")):  # as the core reports them
         job._apply({"event": "input_done", "input": "IM000001.dcm", "stem": named[uid], "sop_instance_uid": uid,
-                    "json": json_name}, results, log)
+                    "json": json_name}, results, failed, log)
     assert results == [(second, "b.json"), (first, "a.json")]
     job._apply({"event": "input_done", "input": "IM000001.dcm", "stem": named[uids[0]], "sop_instance_uid": "1.2.3",
-                "json": "c.json"}, results, log)  # a result whose UID is not that X-ray's goes nowhere
+                "json": "c.json"}, results, failed, log)  # a result whose UID is not that X-ray's goes nowhere
     assert len(results) == 2 and log
+    job._apply({"event": "input_failed", "input": "IM000001.dcm", "stem": named[uids[1]], "sop_instance_uid": uids[1],
+                "error": "IM000001.dcm: no contrast"}, results, failed, log)  # a failure finds its X-ray the same way
+    assert failed == [(second, "IM000001.dcm: no contrast")]
 
 
 # ---- defects 9 and 10: before the dependencies are installed ---------------------------------------------------

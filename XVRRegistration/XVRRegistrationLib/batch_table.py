@@ -15,18 +15,9 @@ from slicer.i18n import tr as _
 from . import batch_rows
 from .panel import PanelSection
 
-__all__ = ["COLUMNS", "BatchTable", "failedXray"]
+__all__ = ["COLUMNS", "BatchTable"]
 
 COLUMNS = ("name", "status", "similarity", "quality", "checked", "message")
-
-
-def failedXray(job, event):
-    """The X-ray an ``input_failed`` event is about: the one input of the job's commands with the event's
-    output name and SOP Instance UID (None if no input or several match)."""
-    stem, uid = event.get("stem"), event.get("sop_instance_uid") or None
-    matches = [node for byName in job.inputs for name, (node, nodeUid) in byName.items()
-               if name == stem and (nodeUid or None) == uid]
-    return matches[0] if len(matches) == 1 else None
 
 
 class BatchTable(PanelSection):
@@ -112,15 +103,14 @@ class BatchTable(PanelSection):
             batch_rows.markChecked(xray)
             self.update(force=True)
 
-    def recordFailures(self, job, events) -> int:
-        """Keep each failed X-ray's message on its node (its row shows it); returns how many were recorded."""
+    def recordFailures(self, failed) -> int:
+        """Keep each failed X-ray's message on its node (its row shows it); ``failed``: ``(node, message)`` of the
+        job's poll. Returns how many were recorded."""
         recorded = 0
-        for event in events:
-            if event.get("event") == "input_failed":
-                node = failedXray(job, event)
-                if node is not None and slicer.mrmlScene.GetNodeByID(node.GetID()) is node:
-                    batch_rows.recordFailure(node, event.get("error"))
-                    recorded += 1
+        for node, message in failed:
+            if slicer.mrmlScene.GetNodeByID(node.GetID()) is node:
+                batch_rows.recordFailure(node, message)
+                recorded += 1
         return recorded
 
 

@@ -83,17 +83,18 @@ class RegistrationJob:
             self.runner.cancel()
 
     def poll(self) -> dict:
-        """What happened since the last call: ``results``, ``log``, ``events``, ``status``, ``fraction``, ``finished``."""
-        results, log, events, status = [], [], [], None
+        """What happened since the last call: ``results`` and ``failed`` (``(X-ray node, JSON path | error)``),
+        ``log``, ``events``, ``status``, ``fraction``, ``finished``."""
+        results, failed, log, events, status = [], [], [], [], None
         if self.runner is None:
-            return {"results": results, "log": log, "events": events, "status": status,
+            return {"results": results, "failed": failed, "log": log, "events": events, "status": status,
                     "fraction": self.fraction, "finished": self.finished}
         update = self.runner.poll()
         log += update.log
         for event in update.events:
             events.append(event)
             if event.get("event") in STATUS_EVENTS:
-                status = self._apply(event, results, log)
+                status = self._apply(event, results, failed, log)
         if self.cancelRequested and update.returncode is None:
             self.runner.terminate(grace_s=20.0)
         if update.returncode is not None:
@@ -102,11 +103,12 @@ class RegistrationJob:
             self._next()
             if self.finished:
                 status = self._finalStatus()
-        return {"results": results, "log": log, "events": events, "status": status, "fraction": self.fraction,
-                "finished": self.finished}
+        return {"results": results, "failed": failed, "log": log, "events": events, "status": status,
+                "fraction": self.fraction, "finished": self.finished}
 
-    def _apply(self, event, results, log):
-        """Take one of the STATUS_EVENTS into the job's state (and ``results``, ``log``); returns its status line."""
+    def _apply(self, event, results, failed, log):
+        """Take one of the STATUS_EVENTS into the job's state (and ``results``, ``failed``, ``log``); returns its
+        status line. The X-ray is found while its command runs (:meth:`nodeOf`)."""
         kind = event.get("event")
         if kind == "progress":
             self.fraction = (self.index + float(event.get("fraction", 0.0))) / max(1, len(self.commands))
@@ -126,6 +128,9 @@ class RegistrationJob:
                 self.done.append(node)
             return _("{input}: registered").format(input=event.get("input"))
         self.failures.append(event.get("error"))  # input_failed
+        node = self.nodeOf(event)
+        if node is not None:
+            failed.append((node, event.get("error")))
         log.append(event.get("error", ""))
         return event.get("error")
 
